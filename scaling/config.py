@@ -1,0 +1,107 @@
+"""The settings one training run reads: data, training and evaluation sections of a study file.
+
+Defaults are the SIMS recipe (slp-rl/slamkit `train_inter_scale.yaml`, `scaling_interleaving.yaml`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from .typed_config import ConfigError, bounded
+
+STREAMS = ("text", "interleaved", "speech")
+
+
+@dataclass
+class Corpus:
+    """One corpus on disk, in the formats SlamKit users already have (see README, 'Corpus formats')."""
+    path: str
+    format: Literal["units", "tokens", "text"]
+    name: Optional[str] = None
+    alignments: Optional[str] = None      # directory of `<stem>.json` word-alignment side-cars
+    synthetic: bool = False               # e.g. sTinyStories; dropped when data.use_synthetic is false
+    split: Literal["train", "val"] = "train"
+
+
+@dataclass
+class StreamMix:
+    """Share of training tokens drawn from each stream (SIMS: matched token counts)."""
+    text: float = bounded(0.2023584112, min=0, max=1)
+    interleaved: float = bounded(0.5433262899, min=0, max=1)
+    speech: float = bounded(0.2543152989, min=0, max=1)
+
+    def check(self, path: str) -> None:
+        total = self.text + self.interleaved + self.speech
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(path, f"expected stream shares that sum to 1, got {total:g}")
+
+
+@dataclass
+class Interleave:
+    """Word-level interleaving (SIMS: poisson, span 10, prob 0.3)."""
+    method: Literal["poisson", "random", "span", "none"] = "poisson"
+    span: float = bounded(10.0, gt=0)
+    prob: float = bounded(0.3, min=0, max=1)
+
+
+@dataclass
+class DataConfig:
+    units: int = bounded(500, min=1)
+    vocab_resize: Literal["append", "tokenizer"] = "append"
+    pad_vocab_to: int = bounded(1, min=1)
+    corpora: list[Corpus] = field(default_factory=list)
+    mix: StreamMix = field(default_factory=StreamMix)
+    interleave: Interleave = field(default_factory=Interleave)
+    use_synthetic: bool = True
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class TrainingConfig:
+    context: int = bounded(2048, min=8)
+    batch_tokens: int = bounded(131072, min=1)   # global batch; SIMS does not publish it (8 GPUs x 8 x 2048 assumed)
+    micro_batch: int = bounded(8, min=1)
+    lr: float = bounded(5e-4, gt=0)
+    min_lr: float = bounded(5e-5, min=0)
+    warmup: float = bounded(0.01, min=0, max=0.5)  # share of the optimiser steps
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = bounded(0.0, min=0)
+    adam_beta1: float = bounded(0.9, min=0, max=1)
+    adam_beta2: float = bounded(0.999, min=0, max=1)
+    adam_eps: float = bounded(1e-8, gt=0)
+    grad_clip: float = bounded(0.5, min=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: Union[bool, Literal["auto"]] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = bounded(0, min=0)
+    log_every: int = bounded(10, min=1)             # optimiser steps between metric lines
+    checkpoint_every_tokens: Optional[int] = bounded(None, min=1)
+    keep_checkpoints: int = bounded(2, min=1)
+
+    def check(self, path: str) -> None:
+        if self.min_lr > self.lr:
+            raise ConfigError(f"{path}.min_lr", f"expected at most lr ({self.lr:g}), got {self.min_lr:g}")
+        if self.batch_tokens < self.context:
+            raise ConfigError(f"{path}.batch_tokens",
+                              f"expected at least one context of tokens ({self.context}), got {self.batch_tokens}")
+
+
+@dataclass
+class Benchmark:
+    """A pairwise likelihood benchmark given by an explicit pair manifest (JSONL)."""
+    name: str
+    manifest: str
+    prompt_marker: bool = True   # start speech prompts with <speech>, as training sequences do
+
+
+@dataclass
+class EvalConfig:
+    every_tokens: Optional[int] = bounded(None, min=1)
+    val_tokens: int = bounded(1_000_000, min=0)      # held-out tokens per stream
+    benchmarks: list[Benchmark] = field(default_factory=list)
+
+    def check(self, path: str) -> None:
+        names = [b.name for b in self.benchmarks]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ConfigError(f"{path}.benchmarks[{i}].name", f"duplicate benchmark {name!r}")

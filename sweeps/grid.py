@@ -1,0 +1,206 @@
+"""Expand a study into cells: families x members x budgets (x textless twin) x ablation variants.
+
+Budgets: explicit token counts; tokens per parameter (D = r x N_total); or IsoFLOP compute budgets
+(D = C / FLOPs-per-token of the member under the study's convention), optionally filtered by tokens per
+parameter (always D / N_total).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from scaling import members as members_mod
+from scaling.config import DataConfig, EvalConfig, TrainingConfig
+from scaling.errors import InputError
+from scaling.flops import flops_per_token
+from scaling.params import ParamCounts, count
+from scaling.spec import RunSpec
+from scaling.typed_config import from_dict
+from scaling.vocab import vocab_rows
+
+from .keys import KeyHasher
+from .study import Family, Study, StudyError
+
+_OVERRIDABLE = ("data", "training", "eval", "init", "setup")
+
+
+@dataclass
+class Variant:
+    name: Optional[str]
+    data: DataConfig
+    training: TrainingConfig
+    eval: EvalConfig
+    init: Optional[str] = None
+    setup: Optional[str] = None
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise StudyError(f"{where}: unknown override path {dotted!r} (no {'.'.join(parts[:i + 1])!r})")
+        node = node[part]
+    if parts[-1] not in node:
+        raise StudyError(f"{where}: unknown override path {dotted!r}")
+    node[parts[-1]] = value
+
+
+def variants(study: Study) -> list[Variant]:
+    """The base study (unless include_base is false) and each named ablation variant."""
+    out = []
+    if study.grid.include_base:
+        out.append(Variant(None, study.data, study.training, study.eval))
+    base = {"data": dataclasses.asdict(study.data), "training": dataclasses.asdict(study.training),
+            "eval": dataclasses.asdict(study.eval)}
+    for name, overrides in study.grid.variants.items():
+        where = f"{study.source}: grid.variants.{name}"
+        tree = {"data": _deepcopy(base["data"]), "training": dict(base["training"]), "eval": _deepcopy(base["eval"])}
+        init = setup = None
+        for dotted, value in overrides.items():
+            head = dotted.split(".")[0]
+            if head not in _OVERRIDABLE:
+                raise StudyError(f"{where}.{dotted}: unknown override path; expected one under "
+                                 f"{', '.join(_OVERRIDABLE)}")
+            if dotted == "init":
+                if value not in ("textlm", "random"):
+                    raise StudyError(f"{where}.init: expected one of textlm, random, got {value!r}")
+                init = value
+            elif dotted == "setup":
+                if value not in ("interleaved", "textless", "text"):
+                    raise StudyError(f"{where}.setup: expected one of interleaved, textless, text, got {value!r}")
+                setup = value
+            else:
+                _set_dotted(tree, dotted, value, f"{where}.{dotted}")
+        try:
+            data = from_dict(DataConfig, tree["data"], f"grid.variants.{name}.data")
+            training = from_dict(TrainingConfig, tree["training"], f"grid.variants.{name}.training")
+            ev = from_dict(EvalConfig, tree["eval"], f"grid.variants.{name}.eval")
+        except InputError as e:
+            raise StudyError(f"{study.source}: {e}") from None
+        out.append(Variant(name, data, training, ev, init, setup))
+    return out
+
+
+def _deepcopy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _deepcopy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deepcopy(v) for v in tree]
+    return tree
+
+
+@dataclass
+class ResolvedFamily:
+    name: str
+    family: Family
+    members: list[tuple[str, members_mod.Member]]   # (spec as written, member)
+
+
+def resolve_families(study: Study) -> list[ResolvedFamily]:
+    base_dir = Path(study.source).parent if study.source else None
+    out = []
+    for fam_name, fam in study.families.items():
+        where = f"{study.source}: families.{fam_name}"
+        resolved = []
+        try:
+            if fam.base is not None:
+                base = fam.base
+                if isinstance(base, str):
+                    fam_part, _, mem_part = base.partition("/")
+                    base = members_mod.resolve(mem_part or fam_part, f"{where}.base",
+                                               catalog_family=fam_part if mem_part else None,
+                                               base_dir=base_dir).config
+                for i, (rung, overrides) in enumerate(fam.members.items()):
+                    if not isinstance(overrides, dict):
+                        raise StudyError(f"{where}.members.{rung}: expected a mapping of config overrides")
+                    resolved.append((rung, members_mod.ladder(rung, base, overrides, f"{where}.members.{rung}")))
+            else:
+                catalog_family = fam.catalog or fam_name
+                for i, spec in enumerate(fam.members):
+                    member = members_mod.resolve(spec, f"{where}.members[{i}]", catalog_family=catalog_family,
+                                                 weights=fam.weights.get(spec), base_dir=base_dir)
+                    resolved.append((spec, member))
+        except InputError as e:  # member errors already name the file and key path
+            raise StudyError(str(e)) from None
+        names = [m.name for _, m in resolved]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise StudyError(f"{where}.members[{i}]: duplicate member {name!r}")
+        out.append(ResolvedFamily(fam_name, fam, resolved))
+    return out
+
+
+def _budgets(study: Study, counts: ParamCounts, fpt: float) -> list[int]:
+    grid = study.grid
+    if grid.tokens is not None:
+        raw = grid.tokens
+    elif grid.tokens_per_param is not None:
+        raw = [r * counts.total for r in grid.tokens_per_param]
+    else:
+        raw = [c / fpt for c in grid.flops]
+    out = []
+    for d in raw:
+        d = int(round(d))
+        ratio = d / counts.total
+        if grid.min_tokens_per_param is not None and ratio < grid.min_tokens_per_param:
+            continue
+        if grid.max_tokens_per_param is not None and ratio > grid.max_tokens_per_param:
+            continue
+        if d >= 1:
+            out.append(d)
+    return out
+
+
+def expand(study: Study) -> list[RunSpec]:
+    """Every cell of the study, in a stable order. Raises StudyError for an empty grid."""
+    families = resolve_families(study)
+    convention = study.grid.flops_convention
+    cells: list[RunSpec] = []
+    seen: dict[str, str] = {}
+    for variant in variants(study):
+        data, training = variant.data, variant.training
+        shared = {"data": dataclasses.asdict(data), "training": dataclasses.asdict(training),
+                  "eval": dataclasses.asdict(variant.eval), "convention": convention}
+        hasher = KeyHasher(shared)
+        ctx = training.context
+        for rf in families:
+            fam = rf.family
+            setups = [(variant.setup or fam.setup, variant.init or fam.init)]
+            if study.grid.textless_twin and setups[0][0] != "textless":
+                setups.append(("textless", study.grid.twin_init))
+            for spec_str, member in rf.members:
+                cfg = member.config
+                for setup, init in setups:
+                    try:
+                        rows, shared_rows = vocab_rows(setup, cfg["vocab_size"], data.units, data.vocab_resize,
+                                                       data.pad_vocab_to, fam.tokenizer_len or member.tokenizer_len)
+                    except InputError as e:
+                        raise StudyError(f"{study.source}: families.{rf.name}: {e}") from None
+                    counts = count(cfg, rows, shared_rows)
+                    layers, width = member.layers, member.width
+                    fpt = flops_per_token(counts, convention, layers, ctx, width)
+                    cost_fpt = flops_per_token(counts, "6ND_attention", layers, ctx, width)
+                    if init == "textlm" and member.source == "ladder":
+                        raise StudyError(f"{study.source}: families.{rf.name}: init textlm needs TextLM weights, "
+                                         "a ladder has none")
+                    for tokens in _budgets(study, counts, fpt):
+                        fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
+                                  "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
+                                  "tokens": tokens}
+                        key = hasher.key(rf.name, member.name, tokens, fields)
+                        if key in seen:
+                            continue  # e.g. a variant that overrides nothing this cell depends on
+                        seen[key] = key
+                        cells.append(RunSpec(
+                            key=key, study=study.name, family=rf.name, member=member.name, setup=setup,
+                            init=init, variant=variant.name, arch=cfg, weights=member.weights,
+                            tokenizer=fam.tokenizer or member.weights, vocab_rows=rows, base_rows=shared_rows,
+                            params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
+                            cost_flops=cost_fpt * tokens, data=data, training=training, eval=variant.eval))
+    if not cells:
+        raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "
+                         "min/max_tokens_per_param (or no budget gives a whole token)")
+    return cells

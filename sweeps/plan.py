@@ -1,0 +1,80 @@
+"""`launch.py plan`: the cells of a study with parameter counts, tokens, FLOPs and GPU-hours."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scaling.spec import RunSpec
+
+from .cost import CostBasis, estimate
+from .grid import expand
+from .keys import short_count
+from .study import Study
+
+
+@dataclass
+class Plan:
+    study: Study
+    cells: list[RunSpec]
+    gpu_hours: dict[str, float]
+    basis: CostBasis
+
+    @property
+    def total_gpu_hours(self) -> float:
+        return sum(self.gpu_hours.values())
+
+    @property
+    def total_flops(self) -> float:
+        return sum(c.flops for c in self.cells)
+
+
+def make_plan(study: Study) -> Plan:
+    cells = expand(study)
+    hours, basis = estimate(study, cells)
+    return Plan(study, cells, hours, basis)
+
+
+def cell_rows(plan: Plan) -> list[dict]:
+    """One JSON-able dict per cell (the `plan --json` output)."""
+    out = []
+    for c in plan.cells:
+        p = c.params
+        out.append({
+            "key": c.key, "family": c.family, "member": c.member, "init": c.init, "setup": c.setup,
+            "variant": c.variant, "params_total": p.total, "params_embedding": p.embedding,
+            "params_output_head": p.output_head, "params_nonembedding": p.nonembedding,
+            "vocab_rows": p.vocab_rows, "new_rows": p.new_rows, "new_row_params": p.new_row_params,
+            "tokens": c.tokens, "tokens_per_param": c.tokens / p.total, "flops": c.flops,
+            "flops_convention": c.flops_convention, "cost_flops": c.cost_flops,
+            "gpu_hours": plan.gpu_hours[c.key], "gpus": plan.basis.gpus_per_cell,
+        })
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def format_plan(plan: Plan) -> str:
+    """The human table and totals."""
+    show_variant = any(c.variant for c in plan.cells)
+    header = ["family", "member", "init", "setup"] + (["variant"] if show_variant else []) + \
+             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "key"]
+    rows = []
+    for c in plan.cells:
+        row = [c.family, c.member, c.init, c.setup] + ([c.variant or "-"] if show_variant else [])
+        row += [short_count(c.params.total), short_count(c.params.nonembedding), short_count(c.tokens),
+                f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}", c.key]
+        rows.append(row)
+    first_num = 5 if show_variant else 4
+    table = _table(header, rows, set(range(first_num, first_num + 6)))
+    ex = plan.study.executor
+    gpu = ex.gpu_type if ex.peak_tflops is None else f"{ex.gpu_type} ({ex.peak_tflops:g} TFLOP/s)"
+    totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
+              f"{plan.total_gpu_hours:,.4g} {gpu} GPU-hours ({plan.basis.describe()}; "
+              f"cost counts 6ND + attention FLOPs)")
+    return table + totals
