@@ -24,6 +24,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scaling.train import train_cell
+
+    target = Path(args.target)
+    if target.is_dir():
+        run_dir = target
+    else:
+        from sweeps.grid import expand
+        from sweeps.rundirs import ensure_run_dir, select
+        from sweeps.study import StudyError, load_study
+
+        if not args.cell:
+            raise StudyError(f"{target}: not a run directory; give a study file with --cell KEY")
+        study = load_study(target, root=args.root)
+        run_dir = ensure_run_dir(study, select(expand(study), args.cell))
+    status = train_cell(run_dir)
+    print(f"{status}: {run_dir}")
+    return 0 if status == "DONE" else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
@@ -37,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of cells instead of the table")
     p.add_argument("--root", help="runs root directory (default: the study's `root`, else ./runs)")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("train", help="train one cell in this process",
+                       description="Train one cell to its token budget in this process: a run directory "
+                                   "(holding spec.json), or a study file with --cell KEY (its run directory is "
+                                   "created). Resumes from the newest checkpoint. Exit code 0 when DONE, 3 when "
+                                   "interrupted by SIGUSR2/SIGTERM after checkpointing (run it again to resume).")
+    p.add_argument("target", help="run directory, or study file (with --cell)")
+    p.add_argument("--cell", help="cell key (or a unique prefix) when TARGET is a study file")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -51,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     try:
-        args.func(args)
+        code = args.func(args)
     except user_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -154,10 +154,28 @@ def _budgets(study: Study, counts: ParamCounts, fpt: float) -> list[int]:
     return out
 
 
+def _abs(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
+    """A path relative to the study file, made absolute (HF ids and absolute paths pass through)."""
+    if path is None or base_dir is None or Path(path).is_absolute():
+        return path
+    candidate = base_dir / path
+    return str(candidate.resolve()) if candidate.exists() or "/" not in path or path.startswith(".") else path
+
+
+def _resolve_paths(data: DataConfig, ev: EvalConfig, base_dir: Optional[Path]) -> tuple[DataConfig, EvalConfig]:
+    corpora = [dataclasses.replace(c, path=_abs(c.path, base_dir), alignments=_abs(c.alignments, base_dir))
+               for c in data.corpora]
+    benchmarks = [dataclasses.replace(b, manifest=_abs(b.manifest, base_dir)) for b in ev.benchmarks]
+    return (dataclasses.replace(data, corpora=corpora, cache_dir=_abs(data.cache_dir, base_dir)),
+            dataclasses.replace(ev, benchmarks=benchmarks))
+
+
 def expand(study: Study) -> list[RunSpec]:
     """Every cell of the study, in a stable order. Raises StudyError for an empty grid."""
     families = resolve_families(study)
     convention = study.grid.flops_convention
+    tracking = dataclasses.asdict(study.tracking)
+    tracking["experiment"] = tracking["experiment"] or study.name
     cells: list[RunSpec] = []
     seen: dict[str, str] = {}
     for variant in variants(study):
@@ -165,6 +183,8 @@ def expand(study: Study) -> list[RunSpec]:
         shared = {"data": dataclasses.asdict(data), "training": dataclasses.asdict(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
         hasher = KeyHasher(shared)
+        base_dir = Path(study.source).parent if study.source else None
+        run_data, run_eval = _resolve_paths(data, variant.eval, base_dir)
         ctx = training.context
         for rf in families:
             fam = rf.family
@@ -197,9 +217,11 @@ def expand(study: Study) -> list[RunSpec]:
                         cells.append(RunSpec(
                             key=key, study=study.name, family=rf.name, member=member.name, setup=setup,
                             init=init, variant=variant.name, arch=cfg, weights=member.weights,
-                            tokenizer=fam.tokenizer or member.weights, vocab_rows=rows, base_rows=shared_rows,
+                            tokenizer=_abs(fam.tokenizer, base_dir) or member.weights, vocab_rows=rows,
+                            base_rows=shared_rows,
                             params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
-                            cost_flops=cost_fpt * tokens, data=data, training=training, eval=variant.eval))
+                            cost_flops=cost_fpt * tokens, data=run_data, training=training, eval=run_eval,
+                            tracking=tracking))
     if not cells:
         raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "
                          "min/max_tokens_per_param (or no budget gives a whole token)")

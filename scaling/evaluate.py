@@ -1,0 +1,154 @@
+"""Evaluation: held-out loss per stream, and pairwise likelihood benchmarks (sWUGGY, sBLIMP, sSC, tSC
+style) read from explicit pair manifests.
+
+Manifest (JSONL), one pair per line: `{"id": str, "prompt": ITEM (optional), "positive": ITEM,
+"negative": ITEM}` where ITEM is `{"units": [int, ...]}` (speech) or `{"text": str}`. The score of an
+item is the mean log-likelihood of its tokens given the prompt (length-normalised); a pair counts 1 when
+the positive scores higher, 0.5 on a tie. Speech starts with the `<speech>` marker, as every training
+sequence does (`prompt_marker: false` drops it for the first segment); a marker is emitted at every
+modality switch. Textless models have no markers.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .vocab import SpeechVocab
+
+
+def _item(obj: Any, where: str, name: str, n_units: int) -> tuple[str, Any]:
+    if not isinstance(obj, dict) or len(obj) != 1 or not ({"units", "text"} & set(obj)):
+        raise InputError(f"{where}: field '{name}': expected {{\"units\": [...]}} or {{\"text\": \"...\"}}, "
+                         f"got {json.dumps(obj)[:60]}")
+    if "units" in obj:
+        units = obj["units"]
+        if (not isinstance(units, list) or not units
+                or any(isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < n_units for u in units)):
+            raise InputError(f"{where}: field '{name}.units': expected a non-empty list of unit ids in "
+                             f"[0, {n_units}), got {json.dumps(units)[:60]}")
+        return "speech", units
+    if not isinstance(obj["text"], str) or not obj["text"]:
+        raise InputError(f"{where}: field '{name}.text': expected a non-empty string")
+    return "text", obj["text"]
+
+
+def read_pairs(path: str | Path, n_units: int) -> list[dict]:
+    """Validated pairs of a manifest; a bad line is one error naming `file:line` and the field."""
+    out, ids = [], set()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the pair manifest ({e.strerror or e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise InputError(f"{where}: invalid JSON") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: not a JSON object")
+        pid = row.get("id")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise InputError(f"{where}: field 'id': expected a string")
+        if pid in ids:
+            raise InputError(f"{where}: field 'id': duplicate id {pid!r}")
+        ids.add(pid)
+        pair = {"id": pid}
+        for name in ("prompt", "positive", "negative"):
+            if name not in row:
+                if name == "prompt":
+                    continue
+                raise InputError(f"{where}: field '{name}': missing")
+            pair[name] = _item(row[name], where, name, n_units)
+        out.append(pair)
+    if not out:
+        raise InputError(f"{path}: no pairs")
+    return out
+
+
+def _segment_ids(vocab: SpeechVocab, modality: str, content: Any, marker: bool) -> list[int]:
+    ids = []
+    if marker:
+        m = vocab.speech_id if modality == "speech" else vocab.text_id
+        if m is not None:
+            ids.append(m)
+    if modality == "speech":
+        ids.extend(vocab.units(content))
+    else:
+        ids.extend(vocab.encode_text(content))
+    return ids
+
+
+def pair_sequences(vocab: SpeechVocab, pair: dict, prompt_marker: bool) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first scored token) for the positive and the negative."""
+    out = []
+    for side in ("positive", "negative"):
+        ids, prev = [], None
+        if "prompt" in pair:
+            mod, content = pair["prompt"]
+            ids = _segment_ids(vocab, mod, content, prompt_marker or mod == "text")
+            prev = mod
+        mod, content = pair[side]
+        marker = (prev is None and (prompt_marker or mod == "text")) or (prev is not None and prev != mod)
+        cont = _segment_ids(vocab, mod, content, marker)
+        # the marker is given, not scored: score only the continuation's own tokens
+        start = len(ids) + (1 if marker and (vocab.speech_id is not None) else 0)
+        ids = ids + cont
+        if start == 0:
+            # nothing precedes the first token: prepend eos as a neutral context so it can be scored
+            ids, start = [vocab.eos_id] + ids, 1
+        out.append((ids, start))
+    return out
+
+
+@torch.no_grad()
+def mean_logprobs(model, seqs: list[tuple[list[int], int]], device, batch: int = 16) -> list[float]:
+    """Mean log-probability of tokens[start:] of each sequence."""
+    out = []
+    for i in range(0, len(seqs), batch):
+        chunk = seqs[i:i + batch]
+        width = max(len(s) for s, _ in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (s, _) in enumerate(chunk):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        tok = torch.gather(logp, 2, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        for r, (s, start) in enumerate(chunk):
+            out.append(float(tok[r, start - 1:len(s) - 1].mean()))
+    return out
+
+
+def pair_accuracy(model, vocab: SpeechVocab, pairs: list[dict], prompt_marker: bool, device) -> float:
+    seqs = [s for p in pairs for s in pair_sequences(vocab, p, prompt_marker)]
+    scores = mean_logprobs(model, seqs, device)
+    total = 0.0
+    for k in range(0, len(scores), 2):
+        pos, neg = scores[k], scores[k + 1]
+        total += 1.0 if pos > neg else (0.5 if pos == neg else 0.0)
+    return total / len(pairs)
+
+
+@torch.no_grad()
+def val_loss(model, windows: np.ndarray, device, micro_batch: int) -> float:
+    """Mean next-token cross-entropy over held-out windows (context + 1 tokens each)."""
+    if len(windows) == 0:
+        return math.nan
+    total, count = 0.0, 0
+    for i in range(0, len(windows), micro_batch):
+        x = torch.from_numpy(windows[i:i + micro_batch]).to(device)
+        logits = model(input_ids=x[:, :-1]).logits.float()
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum"))
+        count += x[:, 1:].numel()
+    return total / count

@@ -1,0 +1,327 @@
+"""One cell: train an interleaved (or textless, or text) LM to its token budget, evaluate, write the run
+directory, mirror to MLflow.
+
+Readable top to bottom: set-up, resume, the loop, the end. The budget counts label tokens and is hit
+exactly (the last step masks what lies beyond it). SIGUSR2 / SIGTERM set a flag; the loop checkpoints
+at the next step boundary and returns "INTERRUPTED" so a dispatcher can requeue the cell; the next
+start resumes from the newest checkpoint with model, optimiser, schedule, RNG and data position.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, rundir
+from .data import prepare
+from .errors import InputError
+from .evaluate import pair_accuracy, read_pairs, val_loss
+from .model import build_model
+from .schedule import lr_at, warmup_steps
+from .spec import RunSpec
+from .vocab import build_vocab
+
+INTERRUPTED = "INTERRUPTED"
+
+
+class _StopFlag:
+    """Set by SIGUSR2 / SIGTERM; read at step boundaries."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._set)
+            except ValueError:  # not the main thread (e.g. an in-process debug executor)
+                pass
+        return self
+
+    def _set(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _short(n: float) -> str:
+    for div, suf in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suf}"
+    return f"{n:.0f}"
+
+
+def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
+    if not spec.tracking.get("enabled", True):
+        return None
+    from . import tracking
+
+    uri = spec.tracking.get("uri") or tracking.default_uri(run_dir.parent)
+    tags = {"study": spec.study, "family": spec.family, "member": spec.member, "init": spec.init,
+            "setup": spec.setup, "variant": spec.variant or "base", "cell_key": spec.key,
+            "tokens_budget": str(spec.tokens), "job_id": os.environ.get("SLURM_JOB_ID", "")}
+    mirror = tracking.Mirror(run_dir, uri, spec.tracking.get("experiment") or spec.study, spec.key, tags,
+                             spec.to_json())
+    mirror.start()
+    return mirror
+
+
+def _precision(spec: RunSpec, cuda: bool) -> str:
+    if spec.training.precision == "auto":
+        return "bf16" if cuda else "no"
+    if spec.training.precision == "bf16":
+        return "bf16"
+    return "no"
+
+
+def train_cell(run_dir: Path, log: Callable[[str], None] = print) -> str:
+    """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    spec = RunSpec.load(run_dir / "spec.json")
+    tr = spec.training
+    cuda = torch.cuda.is_available()
+    acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
+    main = acc.is_main_process
+    say = log if main else (lambda *_: None)
+    if main:
+        prev = rundir.read_state(run_dir)
+        if prev.get("state") == "DONE":
+            say(f"{spec.key}: already DONE")
+            return "DONE"
+        rundir.update_state(run_dir, "RUNNING", attempts=prev.get("attempts", 0) + 1,
+                            job_ids=prev.get("job_ids", []) + ([os.environ["SLURM_JOB_ID"]]
+                                                               if "SLURM_JOB_ID" in os.environ else []))
+    mirror = None
+    try:
+        mirror = _mirror(spec, run_dir, say) if main else None
+        status = _train(spec, run_dir, acc, say, mirror)
+    except BaseException as e:
+        if main:
+            failed = not isinstance(e, KeyboardInterrupt)
+            rundir.update_state(run_dir, "FAILED" if failed else "PENDING",
+                                error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
+            if failed:
+                (run_dir / "logs").mkdir(exist_ok=True)
+                (run_dir / "logs" / "error.txt").write_text(traceback.format_exc())
+            if mirror is not None:
+                mirror.finish("FAILED" if failed else "KILLED", None)
+        raise
+    if main and mirror is not None:
+        mirror.finish("FINISHED" if status == "DONE" else "KILLED",
+                      rundir.read_json(run_dir / "result.json") if status == "DONE" else None)
+    return status
+
+
+def _train(spec: RunSpec, run_dir: Path, acc, say, mirror) -> str:
+    tr, ev = spec.training, spec.eval
+    T, mb, world = tr.context, tr.micro_batch, acc.num_processes
+    device = acc.device
+    torch.manual_seed(tr.seed)
+
+    # --- set-up: vocabulary, data, model, optimiser, step geometry
+    vocab = build_vocab(spec.setup, spec.vocab_rows, spec.data.units, spec.tokenizer)
+    cache = Path(spec.data.cache_dir) if spec.data.cache_dir else run_dir.parent / "cache"
+    data = prepare(vocab, spec.data, T, tr.seed, ev.val_tokens, cache)
+    model = build_model(spec)
+    if tr.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    accum = max(1, round(tr.batch_tokens / (mb * T * world)))
+    seqs_per_step = mb * accum * world
+    step_tokens = seqs_per_step * T
+    total_steps = math.ceil(spec.tokens / step_tokens)
+    warm = warmup_steps(total_steps, tr.warmup)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), eps=tr.adam_eps,
+                            weight_decay=tr.weight_decay, **fused)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_at(s, total_steps, warm, tr.lr, tr.min_lr, tr.schedule) / tr.lr)
+    model, opt = acc.prepare(model, opt)
+    ckpt_every = tr.checkpoint_every_tokens or max(spec.tokens // 10, step_tokens)
+    ckpt_every_steps = max(1, ckpt_every // step_tokens)
+    fpt = spec.flops / spec.tokens
+    p = spec.params
+    say(f"{spec.key}: {spec.setup} {spec.family}/{spec.member} init={spec.init} | params {p.total:,} "
+        f"(embedding {p.embedding:,}, head {p.output_head:,}, non-embedding {p.nonembedding:,}, new rows "
+        f"{p.new_rows}) | budget {spec.tokens:,} tokens ({spec.tokens_per_param:.3g}/param, "
+        f"{spec.flops:.3g} FLOPs {spec.flops_convention}) | {total_steps} steps x {step_tokens:,} tokens "
+        f"(micro-batch {mb} x {T} x accum {accum} x {world} proc) | {device} {acc.mixed_precision}")
+
+    # --- resume
+    step, tokens_done, seq_index, wall_before = 0, 0, 0, 0.0
+    pos = dict.fromkeys(data.shares, 0)
+    by_modality = {"text": 0, "speech": 0, "special": 0}
+    last_loss = math.nan
+    ck = checkpoint.latest(run_dir)
+    if ck is not None:
+        state = checkpoint.load(ck)
+        acc.unwrap_model(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"])
+        step, tokens_done, seq_index = state["step"], state["tokens"], state["seq_index"]
+        pos = dict(state["pos"])
+        by_modality = dict(state["by_modality"])
+        wall_before, last_loss = state["wall"], state["last_loss"]
+        if acc.is_main_process:
+            rundir.trim_metrics(run_dir, step)
+        say(f"{spec.key}: resumed from {ck.name} at {tokens_done:,} tokens")
+
+    def save_checkpoint() -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            checkpoint.save(run_dir, step, {
+                "model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(), "step": step,
+                "tokens": tokens_done, "seq_index": seq_index, "pos": pos, "by_modality": by_modality,
+                "wall": wall_before + (time.time() - t_start), "last_loss": last_loss}, tr.keep_checkpoints)
+
+    def evaluate_streams() -> dict[str, float]:
+        model.eval()
+        out = {f"val_loss/{s}": val_loss(model, data.val_windows(s, ev.val_tokens), device, mb) for s in data.shares}
+        model.train()
+        return out
+
+    # --- the loop
+    model.train()
+    t_start = time.time()
+    t_window, tokens_window = time.time(), 0
+    next_eval = ((tokens_done // ev.every_tokens) + 1) * ev.every_tokens if ev.every_tokens else None
+    rank = acc.process_index
+    with _StopFlag() as stop:
+        while step < total_steps:
+            step_labels = min(step_tokens, spec.tokens - tokens_done)
+            micro = []
+            for m in range(accum):
+                xs, ys = [], []
+                for r in range(world):
+                    for _ in range(mb):
+                        _, window = data.sequence(seq_index, pos)
+                        order = seq_index - step * seqs_per_step  # this sequence's place in the step
+                        seq_index += 1
+                        if r != rank:
+                            continue
+                        y = window[1:].copy()
+                        allowed = step_labels - order * T      # labels left for this sequence
+                        if allowed < T:
+                            y[max(allowed, 0):] = -100
+                        xs.append(window[:-1])
+                        ys.append(y)
+                micro.append((np.stack(xs), np.stack(ys)))
+            loss_sum = torch.zeros((), device=device)
+            for m, (x, y) in enumerate(micro):
+                x_t = torch.from_numpy(x).to(device)
+                y_t = torch.from_numpy(y).to(device)
+                sync = nullcontext() if m == accum - 1 else acc.no_sync(model)
+                with sync, acc.autocast():
+                    logits = model(input_ids=x_t).logits
+                    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y_t.reshape(-1),
+                                         ignore_index=-100, reduction="sum")
+                    # sum over the step's labels / their count; x world undoes DDP's gradient mean
+                    acc.backward(ce * world / step_labels)
+                loss_sum += ce.detach()
+                labels = y[y != -100]
+                mods = vocab.modality_of(labels)
+                by_modality["text"] += int((mods == 0).sum())
+                by_modality["speech"] += int((mods == 1).sum())
+                by_modality["special"] += int((mods == 2).sum())
+            if tr.grad_clip > 0:
+                acc.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_done += step_labels
+            tokens_window += step_labels
+            last_loss = float(acc.reduce(loss_sum, reduction="sum")) / step_labels
+
+            line = None
+            if step % tr.log_every == 0 or step == total_steps:
+                now = time.time()
+                tps = tokens_window / max(now - t_window, 1e-9)
+                t_window, tokens_window = now, 0
+                line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "loss": last_loss,
+                        "lr": sched.get_last_lr()[0], "tokens_per_second": tps,
+                        "tokens_text": by_modality["text"], "tokens_speech": by_modality["speech"]}
+                eta = (spec.tokens - tokens_done) / max(tps, 1e-9)
+                say(f"step {step}/{total_steps} | tokens {_short(tokens_done)}/{_short(spec.tokens)} | "
+                    f"loss {last_loss:.4f} | lr {line['lr']:.2e} | {_short(tps)} tok/s | ETA {_fmt_time(eta)}")
+            if next_eval is not None and tokens_done >= next_eval and step < total_steps:
+                line = line or {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt}
+                line.update(evaluate_streams())
+                next_eval += ev.every_tokens
+            if line is not None and acc.is_main_process:
+                rundir.append_metrics(run_dir, line)
+                if mirror is not None:
+                    mirror.log_metrics({k: v for k, v in line.items() if k != "step"}, step=tokens_done)
+            if stop.signal is not None and step < total_steps:
+                save_checkpoint()
+                say(f"{spec.key}: signal {stop.signal} at step {step}: checkpointed, exiting for requeue")
+                if acc.is_main_process:
+                    rundir.update_state(run_dir, "PENDING", interrupted=True)
+                return INTERRUPTED
+            if step % ckpt_every_steps == 0 and step < total_steps:
+                save_checkpoint()
+
+    # --- the end: held-out loss per stream, benchmarks, result.json
+    wall = wall_before + (time.time() - t_start)
+    final = evaluate_streams()
+    scores = {}
+    unwrapped = acc.unwrap_model(model)
+    unwrapped.eval()
+    for b in ev.benchmarks:
+        pairs = read_pairs(b.manifest, spec.data.units)
+        scores[b.name] = pair_accuracy(unwrapped, vocab, pairs, b.prompt_marker, device)
+    if acc.is_main_process:
+        end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, **final,
+                    **{f"eval/{k}": v for k, v in scores.items()}}
+        rundir.append_metrics(run_dir, end_line)
+        if mirror is not None:
+            mirror.log_metrics({k: v for k, v in end_line.items() if k != "step"}, step=tokens_done)
+        unwrapped.save_pretrained(run_dir / "model")
+        vocab.save(run_dir / "model")
+        result = {
+            "key": spec.key, "study": spec.study, "family": spec.family, "member": spec.member,
+            "init": spec.init, "setup": spec.setup, "variant": spec.variant,
+            "params": {"total": spec.params.total, "embedding": spec.params.embedding,
+                       "nonembedding": spec.params.nonembedding, "output_head": spec.params.output_head,
+                       "new_rows": spec.params.new_rows, "new_row_params": spec.params.new_row_params,
+                       "vocab_rows": spec.params.vocab_rows},
+            "tokens": tokens_done, "tokens_budget": spec.tokens, "tokens_by_modality": by_modality,
+            "flops": tokens_done * fpt, "flops_convention": spec.flops_convention,
+            "cost_flops": spec.cost_flops, "steps": step, "loss": last_loss,
+            "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
+            "eval": scores, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
+            "device": str(device), "precision": acc.mixed_precision, "world_size": world,
+            "mlflow_run_id": mirror.run_id if mirror is not None else None,
+        }
+        rundir.write_json(run_dir / "result.json", result)
+        rundir.update_state(run_dir, "DONE", interrupted=False)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # model/ holds the final weights
+        say(f"{spec.key}: DONE | {tokens_done:,} tokens | loss {last_loss:.4f} | "
+            + " ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" | {_fmt_time(wall)}")
+    acc.wait_for_everyone()
+    return "DONE"

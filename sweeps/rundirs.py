@@ -1,0 +1,35 @@
+"""Run directories of a study's cells: created with spec.json and state.json before anything runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from scaling import rundir
+from scaling.spec import RunSpec
+
+from .study import Study, StudyError
+
+
+def run_dir_of(study: Study, cell: RunSpec) -> Path:
+    return study.study_dir / cell.key
+
+
+def ensure_run_dir(study: Study, cell: RunSpec) -> Path:
+    """The cell's run dir with its spec.json (written once; a changed spec under the same key is a bug)."""
+    path = run_dir_of(study, cell)
+    path.mkdir(parents=True, exist_ok=True)
+    spec_path = path / "spec.json"
+    if not spec_path.exists():
+        rundir.write_json(spec_path, cell.to_json())
+    if not (path / "state.json").exists():
+        rundir.update_state(path, "PENDING", attempts=0, job_ids=[])
+    return path
+
+
+def select(cells: list[RunSpec], key: str) -> RunSpec:
+    """The cell whose key is `key` or starts with it (unique)."""
+    exact = [c for c in cells if c.key == key]
+    found = exact or [c for c in cells if c.key.startswith(key)]
+    if len(found) != 1:
+        what = "no cell" if not found else f"{len(found)} cells"
+        raise StudyError(f"--cell {key}: {what} of the study match; run `plan` to list the keys")
+    return found[0]
