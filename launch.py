@@ -46,6 +46,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if status == "DONE" else 3
 
 
+def cmd_sync(args: argparse.Namespace) -> None:
+    from scaling.tracking import redact_uri, sync_all
+    from sweeps.study import load_study
+
+    study = load_study(args.study, root=args.root)
+    written = sync_all(study.study_dir, uri=args.uri or study.tracking.uri, experiment=study.tracking.experiment)
+    for key, n in written.items():
+        print(f"{key}: {n} metric points written")
+    print(f"synced {len(written)} run(s) of {study.name}"
+          + (f" to {redact_uri(args.uri or study.tracking.uri)}" if (args.uri or study.tracking.uri) else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
@@ -69,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", help="cell key (or a unique prefix) when TARGET is a study file")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sync", help="mirror a study's run directories to MLflow",
+                       description="Replay every run directory of the study into MLflow (params, metrics "
+                                   "stepped by tokens, results, status), writing only what the tracking store "
+                                   "lacks; for runs that trained while the server was unreachable.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--uri", help="tracking URI (default: the study's tracking.uri, else each run's own)")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_sync)
     return parser
 
 

@@ -79,12 +79,14 @@ def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
     from . import tracking
 
     uri = spec.tracking.get("uri") or tracking.default_uri(run_dir.parent)
-    tags = {"study": spec.study, "family": spec.family, "member": spec.member, "init": spec.init,
-            "setup": spec.setup, "variant": spec.variant or "base", "cell_key": spec.key,
-            "tokens_budget": str(spec.tokens), "job_id": os.environ.get("SLURM_JOB_ID", "")}
+    spec_json = spec.to_json()
+    tags = {**tracking.spec_tags(spec_json), "tokens_budget": str(spec.tokens),
+            "job_id": os.environ.get("SLURM_JOB_ID", "")}
     mirror = tracking.Mirror(run_dir, uri, spec.tracking.get("experiment") or spec.study, spec.key, tags,
-                             spec.to_json())
-    mirror.start()
+                             spec_json, experiment_description=f"slm-scaling study {spec.study}")
+    if not mirror.start():
+        log(f"{spec.key}: MLflow at {mirror.safe_uri} unreachable; the run dir keeps everything "
+            "(`launch.py sync` mirrors it later)")
     return mirror
 
 
@@ -265,18 +267,18 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror) -> str:
                 t_window, tokens_window = now, 0
                 line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "loss": last_loss,
                         "lr": sched.get_last_lr()[0], "tokens_per_second": tps,
-                        "tokens_text": by_modality["text"], "tokens_speech": by_modality["speech"]}
+                        "tokens_text": by_modality["text"], "tokens_speech": by_modality["speech"], "time": now}
                 eta = (spec.tokens - tokens_done) / max(tps, 1e-9)
                 say(f"step {step}/{total_steps} | tokens {_short(tokens_done)}/{_short(spec.tokens)} | "
                     f"loss {last_loss:.4f} | lr {line['lr']:.2e} | {_short(tps)} tok/s | ETA {_fmt_time(eta)}")
             if next_eval is not None and tokens_done >= next_eval and step < total_steps:
-                line = line or {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt}
+                line = line or {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time()}
                 line.update(evaluate_streams())
                 next_eval += ev.every_tokens
             if line is not None and acc.is_main_process:
                 rundir.append_metrics(run_dir, line)
                 if mirror is not None:
-                    mirror.log_metrics({k: v for k, v in line.items() if k != "step"}, step=tokens_done)
+                    mirror.log_record(line)
             if stop.signal is not None and step < total_steps:
                 save_checkpoint()
                 say(f"{spec.key}: signal {stop.signal} at step {step}: checkpointed, exiting for requeue")
@@ -296,11 +298,11 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror) -> str:
         pairs = read_pairs(b.manifest, spec.data.units)
         scores[b.name] = pair_accuracy(unwrapped, vocab, pairs, b.prompt_marker, device)
     if acc.is_main_process:
-        end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, **final,
+        end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time(), **final,
                     **{f"eval/{k}": v for k, v in scores.items()}}
         rundir.append_metrics(run_dir, end_line)
         if mirror is not None:
-            mirror.log_metrics({k: v for k, v in end_line.items() if k != "step"}, step=tokens_done)
+            mirror.log_record(end_line)
         unwrapped.save_pretrained(run_dir / "model")
         vocab.save(run_dir / "model")
         result = {
