@@ -58,6 +58,15 @@ def cmd_sync(args: argparse.Namespace) -> None:
           + (f" to {redact_uri(args.uri or study.tracking.uri)}" if (args.uri or study.tracking.uri) else ""))
 
 
+def cmd_fit(args: argparse.Namespace) -> None:
+    from analysis.fitcsv import fit_points_csv
+
+    fit = fit_points_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
+                         loss_col=args.loss_col, group_col=args.group_col, n_bootstrap=args.bootstrap,
+                         seed=args.seed)
+    print(json.dumps(fit, indent=1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
@@ -90,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", help="tracking URI (default: the study's tracking.uri, else each run's own)")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("fit", help="fit L(N, D) = E + A/N^alpha + B/D^beta to a CSV of points",
+                       description="Fit the Chinchilla Approach-3 law (log-sum-exp form, summed Huber loss, "
+                                   "4,500-start L-BFGS grid) to a CSV with columns params, tokens, loss "
+                                   "(optional flops, group) and print JSON: E, A, B, alpha, beta, the "
+                                   "compute-optimal exponents a, b and G, objective, n_points and bootstrap "
+                                   "intervals (per group when the CSV has a group column).")
+    p.add_argument("points", help="CSV file")
+    p.add_argument("--params-col", default="params")
+    p.add_argument("--tokens-col", default="tokens")
+    p.add_argument("--loss-col", default="loss")
+    p.add_argument("--group-col", default="group", help="fit each group separately when present")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit)
     return parser
 
 

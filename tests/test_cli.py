@@ -57,3 +57,22 @@ def test_bad_flag_exit_2(cli):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: slm-scaling: unrecognized arguments: --no-such-flag (see slm-scaling --help)"]
+
+
+def test_fit_csv_prints_json(tmp_path, cli):
+    import numpy as np
+
+    rows = ["params,tokens,loss"]
+    for n in np.geomspace(1e7, 1e9, 5):
+        for d in np.geomspace(1e8, 1e10, 5):
+            rows.append(f"{n},{d},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37}")
+    (tmp_path / "p.csv").write_text("\n".join(rows) + "\n")
+    res = cli("fit", str(tmp_path / "p.csv"), "--bootstrap", "20")
+    assert res.returncode == 0, res.stderr
+    fit = json.loads(res.stdout)
+    assert {"E", "A", "B", "alpha", "beta", "a", "b", "G", "objective", "n_points", "intervals"} <= set(fit)
+    assert fit["n_points"] == 25 and abs(fit["alpha"] - 0.34) < 1e-4 and abs(fit["beta"] - 0.37) < 1e-4
+    assert {"p2.5", "p10", "p90", "p97.5"} <= set(fit["intervals"]["alpha"])
+    (tmp_path / "bad.csv").write_text("params,tokens\n1,2\n")
+    bad = cli("fit", str(tmp_path / "bad.csv"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "bad.csv" in bad.stderr

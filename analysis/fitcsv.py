@@ -1,0 +1,103 @@
+"""Fit Approach 3 to a CSV of (params, tokens, loss) points: the ``launch.py fit`` back end.
+
+Expected layout: a header row with at least ``params``, ``tokens`` and ``loss`` columns (one
+row per run, e.g. a harvest export); optional ``flops`` and ``group``. Which parameter count
+is N is the caller's choice (``params_col``, e.g. ``params_nonembedding``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import FitError, InputError
+from analysis.fit_lnd import HUBER_DELTA, bootstrap_lnd, fit_lnd
+
+
+def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens", loss_col: str = "loss",
+                    group_col: str | None = "group"):
+    """Read and validate the CSV; returns a DataFrame with float params/tokens/loss columns.
+
+    Raises InputError (one line naming the file) when the file is missing or unreadable, a
+    required column is absent, or a value is empty, non-numeric, non-finite or not positive.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected a CSV with columns {params_col},{tokens_col},{loss_col})")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as err:  # pandas raises several types for malformed text
+        raise InputError(f"{path}: not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in (params_col, tokens_col, loss_col) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {params_col},{tokens_col},{loss_col} "
+                         f"(found {', '.join(frame.columns) or 'none'})")
+    if frame.empty:
+        raise InputError(f"{path}: has a header but no data rows")
+    for col in (params_col, tokens_col, loss_col):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values) | (values <= 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"{path}: column {col} must hold positive finite numbers; "
+                             f"data row {row + 1} has {frame[col].iloc[row]!r}")
+        frame[col] = values.astype(float)
+    if group_col is not None and group_col in frame.columns:
+        frame[group_col] = frame[group_col].astype(str)
+    return frame
+
+
+def _clean(x):
+    """JSON-safe float (NaN/inf become None)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _fit_one(N, D, L, n_bootstrap: int, seed: int, delta: float) -> dict:
+    fit = fit_lnd(N, D, L, delta=delta)
+    out = {k: _clean(v) if isinstance(v, float) else v for k, v in fit.to_dict().items()}
+    if n_bootstrap > 0:
+        boot = bootstrap_lnd(N, D, L, fit=fit, n_resamples=n_bootstrap, seed=seed, delta=delta)
+        out["intervals"] = {p: {k: _clean(v) for k, v in iv.items()} for p, iv in boot.intervals.items()}
+        out["n_bootstrap"] = boot.n_resamples
+        out["n_bootstrap_failed"] = boot.n_failed
+    else:
+        out["intervals"] = {}
+        out["n_bootstrap"] = 0
+        out["n_bootstrap_failed"] = 0
+    return out
+
+
+def fit_points_csv(path, params_col: str = "params", tokens_col: str = "tokens", loss_col: str = "loss",
+                   group_col: str | None = "group", n_bootstrap: int = 200, seed: int = 0,
+                   delta: float = HUBER_DELTA) -> dict:
+    """Fit L(N, D) = E + A/N**alpha + B/D**beta to a CSV; return a JSON-able dict.
+
+    Without a group column (or with ``group_col=None``) the result is one fit:
+    ``{E, A, B, alpha, beta, a, b, G, objective, n_points, huber_delta,
+       intervals: {E|A|B|alpha|beta|a|b|G: {p2.5, p10, p90, p97.5}}, n_bootstrap, n_bootstrap_failed,
+       source, params_col}``.
+    With a group column each group is fitted on its own and the result is
+    ``{"groups": {name: <one fit as above, or {"error": message}>}, source, params_col}``;
+    a group the fit refuses (e.g. one model size) records the refusal instead of aborting.
+    Raises InputError for a bad file; FitError (ValueError) when an ungrouped fit is refused.
+    """
+    frame = read_points_csv(path, params_col, tokens_col, loss_col, group_col)
+    meta = {"source": str(path), "params_col": params_col}
+    cols = (params_col, tokens_col, loss_col)
+    if group_col is None or group_col not in frame.columns:
+        N, D, L = (frame[c].to_numpy() for c in cols)
+        return {**_fit_one(N, D, L, n_bootstrap, seed, delta), **meta}
+    groups = {}
+    for name, sub in frame.groupby(group_col, sort=True):
+        N, D, L = (sub[c].to_numpy() for c in cols)
+        try:
+            groups[str(name)] = _fit_one(N, D, L, n_bootstrap, seed, delta)
+        except FitError as err:
+            groups[str(name)] = {"error": f"{type(err).__name__}: {err}"}
+    return {"groups": groups, **meta}

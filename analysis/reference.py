@@ -1,0 +1,86 @@
+"""Published scaling laws, as data, for comparison plots and sanity checks.
+
+Sources (see the project's paper fact sheet): Hoffmann et al. 2022 (Chinchilla, Approach 3,
+rounded published values); Besiroglu et al. 2024 (Epoch AI replication); Cuervo & Marxer 2024
+(textless speech LM, HuBERT 25 Hz units, Table 5); Maimon et al. 2025 (SIMS) Figure 1
+legend, which also re-plots Cuervo & Marxer's textless and Pythia text curves.
+Caveat: each paper counts parameters (and hence FLOPs) and losses differently, so absolute
+values are not comparable across rows; exponents are the portable part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LossLaw:
+    """A published L(N, D) = E + A/N**alpha + B/D**beta."""
+
+    name: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    source: str
+    n_convention: str
+
+    def predict(self, N, D):
+        """Predicted loss."""
+        return self.E + self.A / np.asarray(N, float) ** self.alpha + self.B / np.asarray(D, float) ** self.beta
+
+    @property
+    def a(self) -> float:
+        """N_opt exponent beta/(alpha+beta)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """D_opt exponent alpha/(alpha+beta)."""
+        return self.alpha / (self.alpha + self.beta)
+
+
+@dataclass(frozen=True)
+class MetricLaw:
+    """A published downstream law Q(C) = k C**gamma (Q an accuracy in [0, 1], C in FLOPs)."""
+
+    name: str
+    metric: str
+    setup: str
+    k: float
+    gamma: float
+    source: str
+
+    def predict(self, flops):
+        """Predicted accuracy (no saturation)."""
+        return self.k * np.asarray(flops, float) ** self.gamma
+
+
+CHINCHILLA = LossLaw("chinchilla", E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28,
+                     source="Hoffmann et al. 2022, Approach 3 (rounded)", n_convention="total incl. embeddings")
+EPOCH = LossLaw("epoch", E=1.817, A=482.01, B=2085.43, alpha=0.348, beta=0.366,
+                source="Besiroglu et al. 2024 (Epoch AI replication of Chinchilla)", n_convention="total incl. embeddings")
+CUERVO_MARXER_SPEECH = LossLaw("cuervo_marxer_speech", E=1.73, A=13.9, B=39.8, alpha=0.25, beta=0.24,
+                               source="Cuervo & Marxer 2024, Table 5 (HuBERT units)",
+                               n_convention="speech-only vocabulary")
+
+LOSS_LAWS = {law.name: law for law in (CHINCHILLA, EPOCH, CUERVO_MARXER_SPEECH)}
+
+_SIMS_FIG1 = "Maimon et al. 2025 (SIMS), Figure 1 legend"
+SIMS_FIGURE1 = (
+    MetricLaw("sims_interleaved_ssc", "ssc", "interleaved", 0.19, 0.026, _SIMS_FIG1),
+    MetricLaw("sims_interleaved_tsc", "tsc", "interleaved", 0.37, 0.018, _SIMS_FIG1),
+    MetricLaw("textless_ssc", "ssc", "textless", 0.26, 0.017, _SIMS_FIG1 + " (Cuervo & Marxer 2024)"),
+    MetricLaw("textless_tsc", "tsc", "textless", 0.24, 0.025, _SIMS_FIG1 + " (Cuervo & Marxer 2024)"),
+    MetricLaw("text_pythia_ssc", "ssc", "text", 0.07, 0.046, _SIMS_FIG1 + " (Pythia via Cuervo & Marxer)"),
+    MetricLaw("text_pythia_tsc", "tsc", "text", 0.15, 0.039, _SIMS_FIG1 + " (Pythia via Cuervo & Marxer)"),
+)
+METRIC_LAWS = {law.name: law for law in SIMS_FIGURE1}
+
+
+def metric_laws_for(metric: str) -> list[MetricLaw]:
+    """Published Figure-1 laws for one metric ('ssc' or 'tsc')."""
+    return [law for law in SIMS_FIGURE1 if law.metric == metric]
