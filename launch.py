@@ -67,6 +67,47 @@ def cmd_fit(args: argparse.Namespace) -> None:
     print(json.dumps(fit, indent=1))
 
 
+def _study(args: argparse.Namespace):
+    from sweeps.study import load_study
+
+    study = load_study(args.study, root=getattr(args, "root", None))
+    if getattr(args, "tracking_uri", None):
+        study.tracking.uri = args.tracking_uri
+    return study
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from sweeps.dispatch import submit
+
+    study = _study(args)
+    report = submit(study, kind=args.executor, dry_run=args.dry_run)
+    for d in report.decisions:
+        print(f"{d.key}: {d.action} ({d.reason})" + (f" job {report.job_ids[d.key]}" if d.key in report.job_ids
+                                                     else ""))
+    verb = "would submit" if args.dry_run else "submitted"
+    print(f"{verb} {len(report.submitted)} of {len(report.decisions)} cells"
+          + (f" in {report.arrays} array(s); code snapshot {report.snapshot}" if report.arrays else ""))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from sweeps.status import collect, format_status
+
+    print(format_status(collect(_study(args))))
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    from sweeps.status import cancel
+
+    done = cancel(_study(args), args.cells)
+    print(f"cancelled {len(done)} cell(s)" + "".join(f"\n{k}" for k in done))
+
+
+def cmd_tracking_server(args: argparse.Namespace) -> None:
+    from sweeps.tracking_server import serve
+
+    serve(_study(args), host=args.host, port=args.port, workers=args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
@@ -114,6 +155,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("submit", help="submit a study's cells (Slurm, local or debug), idempotently",
+                       description="Create the run directories, snapshot the code, and submit every cell "
+                                   "that is not DONE and has no live job (FAILED cells up to "
+                                   "executor.max_retries), as job arrays chunked to the cluster's maximum array "
+                                   "size. Interrupted cells resume from their checkpoints.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], help="override executor.kind")
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="per-cell state, progress, loss, speed and ETA",
+                       description="A table per cell from the run directories (state, attempts, job id, tokens "
+                                   "done / budget, last loss, tokens/s, ETA) checked against the scheduler with "
+                                   "one query, and counts per state.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel the live jobs of a study (or of some cells)",
+                       description="Cancel the queued or running jobs of the study's cells; a cancelled cell "
+                                   "checkpoints (SIGTERM) and a later submit resumes it.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--cells", nargs="+", help="cell keys or key prefixes (default: every cell)")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("tracking-server", help="run an MLflow server for the study (for cluster jobs)",
+                       description="Start `mlflow server` with a SQLite database in the study directory, bound "
+                                   "to 127.0.0.1 unless --host says otherwise; point tracking.uri (or submit "
+                                   "--tracking-uri) at it so jobs log over HTTP.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_tracking_server)
     return parser
 
 

@@ -98,8 +98,10 @@ def _precision(spec: RunSpec, cuda: bool) -> str:
     return "no"
 
 
-def train_cell(run_dir: Path, log: Callable[[str], None] = print) -> str:
-    """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED."""
+def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None) -> str:
+    """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
+
+    `stop_signals`, when given, receives {"signal": signum} of the signal that interrupted the run."""
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
@@ -120,11 +122,12 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print) -> str:
     mirror = None
     try:
         mirror = _mirror(spec, run_dir, say) if main else None
-        status = _train(spec, run_dir, acc, say, mirror)
+        status = _train(spec, run_dir, acc, say, mirror, stop_signals if stop_signals is not None else {})
     except BaseException as e:
         if main:
             failed = not isinstance(e, KeyboardInterrupt)
-            rundir.update_state(run_dir, "FAILED" if failed else "PENDING",
+            failures = rundir.read_state(run_dir).get("failures", 0) + (1 if failed else 0)
+            rundir.update_state(run_dir, "FAILED" if failed else "PENDING", failures=failures,
                                 error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
             if failed:
                 (run_dir / "logs").mkdir(exist_ok=True)
@@ -138,7 +141,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print) -> str:
     return status
 
 
-def _train(spec: RunSpec, run_dir: Path, acc, say, mirror) -> str:
+def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str:
     tr, ev = spec.training, spec.eval
     T, mb, world = tr.context, tr.micro_batch, acc.num_processes
     device = acc.device
@@ -280,6 +283,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror) -> str:
                 if mirror is not None:
                     mirror.log_record(line)
             if stop.signal is not None and step < total_steps:
+                stopped["signal"] = stop.signal
                 save_checkpoint()
                 say(f"{spec.key}: signal {stop.signal} at step {step}: checkpointed, exiting for requeue")
                 if acc.is_main_process:

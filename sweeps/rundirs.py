@@ -18,8 +18,13 @@ def ensure_run_dir(study: Study, cell: RunSpec) -> Path:
     path = run_dir_of(study, cell)
     path.mkdir(parents=True, exist_ok=True)
     spec_path = path / "spec.json"
+    spec = cell.to_json()
     if not spec_path.exists():
-        rundir.write_json(spec_path, cell.to_json())
+        rundir.write_json(spec_path, spec)
+    else:
+        old = rundir.read_json(spec_path)
+        if old.get("tracking") != spec["tracking"]:  # where results are mirrored is not part of the key
+            rundir.write_json(spec_path, {**old, "tracking": spec["tracking"]})
     if not (path / "state.json").exists():
         rundir.update_state(path, "PENDING", attempts=0, job_ids=[])
     return path

@@ -1,0 +1,50 @@
+"""The callable a scheduler runs for one cell: small, picklable, and given only its run directory.
+
+On SIGUSR2 (Slurm preemption / time limit, submitit's signal) the training loop checkpoints at the next
+step boundary and returns INTERRUPTED; the job then hands the signal to submitit's own handler, which
+calls `checkpoint()` (the same callable, same run dir) and requeues the job. The requeued job resumes
+from the newest checkpoint in the run dir: resume is keyed to the run dir, never to the job id.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import submitit
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    def __init__(self, run_dir: str, threads: int = 0):
+        self.run_dir = str(run_dir)
+        self.threads = threads   # CPU threads for torch (the cell's cpus_per_task); 0 leaves torch's default
+
+    def __call__(self) -> dict:
+        from scaling import rundir
+        from scaling.train import INTERRUPTED, train_cell
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one task per GPU: the process group comes from Slurm's variables
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        run_dir = Path(self.run_dir)
+        job_id = os.environ.get("SLURM_JOB_ID") or env.job_id
+        if env.global_rank == 0:
+            state = rundir.read_state(run_dir)
+            ids = state.get("job_ids", [])
+            if job_id and job_id not in ids:
+                rundir.update_state(run_dir, job_ids=ids + [job_id], job_id=job_id)
+        stop = {"signal": None}
+        status = train_cell(run_dir, log=lambda line: print(line, flush=True), stop_signals=stop)
+        if status == INTERRUPTED and stop["signal"] == signal.SIGUSR2:
+            handler = signal.getsignal(signal.SIGUSR2)
+            if callable(handler):  # submitit's: checkpoint() + requeue + exit
+                handler(signal.SIGUSR2, None)
+        return {"run_dir": self.run_dir, "status": status}
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        # the training state is already on disk in the run dir: requeue the same callable
+        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.threads))

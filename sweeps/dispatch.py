@@ -1,0 +1,242 @@
+"""Submit a study's cells through submitit (slurm / local / debug), idempotently.
+
+A resubmission decides per cell from its run dir (state.json), checked against the scheduler:
+DONE -> skip; a live job -> skip; FAILED -> retry while failures <= executor.max_retries; anything else
+(never run, interrupted, its job gone) -> submit, and training resumes from the newest checkpoint.
+The code jobs run is snapshotted into the study dir first, so editing the checkout while jobs wait in
+the queue changes nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from scaling import rundir
+
+from . import scheduler
+from .cell_job import CellJob
+from .grid import expand
+from .rundirs import ensure_run_dir
+from .study import Study, StudyError
+
+CODE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("scaling", "sweeps", "analysis")
+
+
+@dataclass
+class Decision:
+    key: str
+    action: str      # submit | skip
+    reason: str
+
+
+@dataclass
+class SubmitReport:
+    decisions: list[Decision] = field(default_factory=list)
+    job_ids: dict[str, str] = field(default_factory=dict)   # cell key -> job id
+    arrays: int = 0
+    snapshot: Optional[Path] = None
+
+    @property
+    def submitted(self) -> list[str]:
+        return [d.key for d in self.decisions if d.action == "submit"]
+
+
+def _live(kind: str, states: dict[str, dict]) -> set[str]:
+    ids = {s.get("job_id") for s in states.values() if s.get("job_id") and s.get("executor") == kind}
+    return scheduler.live_slurm_jobs(ids) if kind == "slurm" else scheduler.live_local_jobs(ids)
+
+
+def decide(study: Study, keys: list[str], kind: str) -> list[Decision]:
+    """What a submit would do with each cell, from the run dirs and one scheduler query."""
+    states = {k: rundir.read_state(study.study_dir / k) for k in keys}
+    live = _live(kind, states)
+    out = []
+    for k in keys:
+        s = states[k]
+        state = s.get("state", "PENDING")
+        if state == "DONE":
+            out.append(Decision(k, "skip", "done"))
+        elif state == "FAILED":  # FAILED names the last job, which ended (a retry resets it to PENDING)
+            failures = s.get("failures", 1)
+            if failures > study.executor.max_retries:
+                out.append(Decision(k, "skip", f"failed {failures}x, retry limit {study.executor.max_retries}"))
+            else:
+                out.append(Decision(k, "submit", f"retry {failures}/{study.executor.max_retries}"))
+        elif s.get("job_id") in live:
+            out.append(Decision(k, "skip", f"job {s['job_id']} is live"))
+        elif s.get("attempts", 0) > 0:
+            out.append(Decision(k, "submit", "resume"))
+        else:
+            out.append(Decision(k, "submit", "new"))
+    return out
+
+
+def snapshot_code(study_dir: Path) -> Path:
+    """Copy the packages jobs import into `<study>/code/<content hash>/` (reused when unchanged)."""
+    files = []
+    for pkg in PACKAGES:
+        files += sorted(p for p in (CODE_ROOT / pkg).rglob("*.py"))
+    files.append(CODE_ROOT / "launch.py")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(CODE_ROOT)).encode())
+        h.update(f.read_bytes())
+    dest = study_dir / "code" / h.hexdigest()[:12]
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        for f in files:
+            target = tmp / f.relative_to(CODE_ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        os.replace(tmp, dest)
+    return dest
+
+
+@contextlib.contextmanager
+def _detached_output(kind: str) -> Iterator[None]:
+    """Local jobs inherit our stdout/stderr (they log to their own files): give them /dev/null so a
+    pipe reading `submit`'s output does not wait for every job to end."""
+    if kind != "local":
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def _prepare_tracking(study: Study) -> None:
+    """Create the experiment (and a SQLite schema) once, before many jobs race to do it."""
+    if not study.tracking.enabled:
+        return
+    from scaling import tracking
+
+    uri = study.tracking.uri or tracking.default_uri(study.study_dir)
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        name = study.tracking.experiment or study.name
+        if client.get_experiment_by_name(name) is None:
+            client.create_experiment(name)
+    except Exception as e:  # the jobs' own mirrors cope with an unreachable server
+        print(f"warning: MLflow at {tracking.redact_uri(uri)} not ready ({type(e).__name__}); jobs will retry",
+              file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _in_dir(path: Path) -> Iterator[None]:
+    """Jobs start in the submitting directory and import from it first: make that the snapshot."""
+    old = Path.cwd()
+    old_path = list(sys.path)
+    os.chdir(path)
+    sys.path.insert(0, str(path))
+    try:
+        yield
+    finally:
+        os.chdir(old)
+        sys.path[:] = old_path
+
+
+def make_executor(study: Study, kind: str, folder: Path):
+    import submitit
+
+    ex = study.executor
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=kind)
+    gpus = ex.gpus_per_node if ex.gpu_type.lower() != "cpu" else 0
+    common = {"timeout_min": ex.slurm.time_min, "name": f"slm-{study.name}"}
+    if kind == "slurm":
+        s = ex.slurm
+        params = {**common, "nodes": ex.nodes, "tasks_per_node": max(gpus, 1), "cpus_per_task": s.cpus_per_task,
+                  "slurm_signal_delay_s": s.signal_delay_s, "slurm_array_parallelism": s.array_parallelism}
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if s.mem_gb is not None:
+            params["mem_gb"] = s.mem_gb
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(s, name):
+                params[f"slurm_{name}"] = getattr(s, name)
+        if s.additional_parameters:
+            params["slurm_additional_parameters"] = dict(s.additional_parameters)
+        if s.setup:
+            params["slurm_setup"] = list(s.setup)
+        executor.update_parameters(**params)
+    elif kind == "local":
+        executor.update_parameters(**common, cpus_per_task=ex.slurm.cpus_per_task, gpus_per_node=gpus)
+    else:
+        executor.update_parameters(**common)
+    return executor
+
+
+def _check_tracking(study: Study, kind: str) -> None:
+    if kind == "slurm" and study.tracking.enabled and not (study.tracking.uri or "").startswith(("http://", "https://")):
+        raise StudyError(f"{study.source}: tracking.uri: the slurm executor needs an MLflow server that jobs "
+                         "reach over HTTP (many jobs must never write one SQLite file); start one with "
+                         "`launch.py tracking-server STUDY` and set tracking.uri (or pass --tracking-uri), "
+                         "or set tracking.enabled: false")
+
+
+def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
+           log: Callable[[str], None] = print) -> SubmitReport:
+    """Submit every cell that needs it; returns what was decided and the job ids."""
+    kind = kind or study.executor.kind
+    _check_tracking(study, kind)
+    source = study.source
+    study = dataclasses.replace(study, root=str(Path(study.root).resolve()))
+    study.source = source  # not an init field: replace() drops it
+    cells = expand(study)
+    report = SubmitReport(decisions=decide(study, [c.key for c in cells], kind))
+    todo = {d.key for d in report.decisions if d.action == "submit"}
+    if dry_run or not todo:
+        return report
+    study_dir = study.study_dir
+    to_run = []
+    for cell in cells:
+        if cell.key in todo:
+            run_dir = ensure_run_dir(study, cell)
+            to_run.append((cell.key, run_dir))
+    report.snapshot = snapshot_code(study_dir)
+    _prepare_tracking(study)
+    limit = study.executor.slurm.max_array_size or (scheduler.max_array_size() if kind == "slurm" else None)
+    chunk = max(1, limit) if limit else len(to_run)
+    executor = make_executor(study, kind, study_dir / "jobs")
+    threads = study.executor.slurm.cpus_per_task
+    with _in_dir(report.snapshot), _detached_output(kind):
+        for start in range(0, len(to_run), chunk):
+            part = to_run[start:start + chunk]
+            jobs = []
+            if kind == "debug":
+                jobs = [executor.submit(CellJob(str(rd), threads)) for _, rd in part]
+            else:
+                with executor.batch():
+                    for _, rd in part:
+                        jobs.append(executor.submit(CellJob(str(rd), threads)))
+            report.arrays += 1
+            for (key, rd), job in zip(part, jobs):
+                report.job_ids[key] = str(job.job_id)
+                state = rundir.read_state(rd)
+                rundir.update_state(rd, "PENDING", job_id=str(job.job_id), executor=kind,
+                                    job_ids=state.get("job_ids", []) + [str(job.job_id)],
+                                    submitted=state.get("submitted", 0) + 1)
+            if kind == "debug":
+                for job in jobs:
+                    with contextlib.suppress(Exception):
+                        job.result()  # the debug executor runs on result()
+    return report

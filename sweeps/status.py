@@ -1,0 +1,116 @@
+"""`launch.py status`: one row per cell from its run dir (state, attempts, job, progress, loss, speed),
+checked against the scheduler with one query; and `cancel`."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from scaling import rundir
+
+from . import scheduler
+from .grid import expand
+from .keys import short_count
+from .plan import _table
+from .study import Study
+
+
+@dataclass
+class CellStatus:
+    key: str
+    state: str
+    attempts: int
+    job_id: Optional[str]
+    tokens: int
+    budget: int
+    loss: Optional[float]
+    tokens_per_second: Optional[float]
+    error: Optional[str] = None
+
+    @property
+    def eta_seconds(self) -> Optional[float]:
+        if not self.tokens_per_second or self.state in ("DONE", "FAILED"):
+            return None
+        return (self.budget - self.tokens) / self.tokens_per_second
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last complete line of metrics.jsonl that has a loss, reading only the file's tail."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(size - 8192, 0))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in rec:
+            return rec
+    return {}
+
+
+def collect(study: Study) -> list[CellStatus]:
+    cells = expand(study)
+    rows, states = [], {}
+    for c in cells:
+        states[c.key] = rundir.read_state(study.study_dir / c.key) if (study.study_dir / c.key).exists() else {}
+    live = set()
+    for kind in ("slurm", "local"):
+        ids = {s.get("job_id") for s in states.values() if s.get("executor") == kind}
+        live |= scheduler.live_slurm_jobs(ids) if kind == "slurm" else scheduler.live_local_jobs(ids)
+    for c in cells:
+        s = states[c.key]
+        state = s.get("state", "NEW") if s else "NEW"
+        alive = bool(s.get("job_id")) and s.get("job_id") in live
+        if state == "PENDING" and alive:
+            state = "QUEUED"
+        elif state == "PENDING" and s.get("attempts"):
+            state = "INTERRUPTED"      # checkpointed; the next submit resumes it
+        elif state == "RUNNING" and not alive:
+            state = "LOST"             # its job is gone without a word; the next submit resumes it
+        m = _last_metrics(study.study_dir / c.key / "metrics.jsonl")
+        rows.append(CellStatus(c.key, state, s.get("attempts", 0), s.get("job_id"), m.get("tokens", 0),
+                               c.tokens, m.get("loss"), m.get("tokens_per_second"), s.get("error")))
+    return rows
+
+
+def _eta(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def format_status(rows: list[CellStatus]) -> str:
+    header = ["key", "state", "attempts", "job", "tokens", "budget", "loss", "tok/s", "ETA"]
+    table = _table(header, [[r.key, r.state, str(r.attempts), r.job_id or "-", short_count(r.tokens),
+                             short_count(r.budget), f"{r.loss:.4f}" if r.loss is not None else "-",
+                             short_count(r.tokens_per_second) if r.tokens_per_second else "-",
+                             _eta(r.eta_seconds)] for r in rows], {2, 4, 5, 6, 7, 8})
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    errors = [f"{r.key}: {r.error}" for r in rows if r.state == "FAILED" and r.error]
+    return "\n".join([table, "", "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))] + errors)
+
+
+def cancel(study: Study, cells: Optional[list[str]] = None) -> list[str]:
+    """Cancel the live jobs of the study's cells (all, or those whose keys start with one of `cells`)."""
+    done = []
+    for row in collect(study):
+        if cells and not any(row.key.startswith(c) for c in cells):
+            continue
+        if row.state in ("RUNNING", "QUEUED") and row.job_id:
+            s = rundir.read_state(study.study_dir / row.key)
+            scheduler.cancel(s.get("executor", "slurm"), [row.job_id])
+            rundir.update_state(study.study_dir / row.key, "PENDING", cancelled=True)
+            done.append(row.key)
+    return done

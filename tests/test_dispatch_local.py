@@ -1,0 +1,108 @@
+"""Dispatch through submitit's local and debug executors: every cell DONE, idempotent resubmission,
+failures retried within the limit, dry runs that write nothing."""
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny.yaml"
+
+
+def tiny_copy(tmp_path: Path, edit=None) -> Path:
+    """examples/tiny.yaml with its data beside it, so relative paths resolve as in the repo."""
+    shutil.copytree(ROOT / "examples" / "tiny-data", tmp_path / "tiny-data")
+    data = yaml.safe_load(TINY.read_text())
+    data["root"] = str(tmp_path / "runs")
+    if edit:
+        edit(data)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def states(study_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in study_dir.glob("*/state.json")}
+
+
+def wait_all(study_dir: Path, n: int, timeout: float = 480, attempts: int = 1) -> dict[str, dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = states(study_dir)
+        if len(s) == n and all(v["state"] in ("DONE", "FAILED") and (v["state"] == "DONE" or v["attempts"] >= attempts)
+                               for v in s.values()):
+            return s
+        time.sleep(1)
+    raise AssertionError(f"not finished: { {k: v['state'] for k, v in states(study_dir).items()} }")
+
+
+def test_local_executor_idempotent(tmp_path, cli):
+    def edit(d):
+        d["grid"]["variants"] = {"broken": {"data.corpora": [{"path": "tiny-data/missing.jsonl", "format": "text"}]}}
+        d["grid"]["flops"] = [5.0e9]
+        d["grid"]["textless_twin"] = False
+        d["executor"]["max_retries"] = 1
+    study = tiny_copy(tmp_path, edit)
+    dry = cli("submit", str(study), "--dry-run")
+    assert dry.returncode == 0 and "would submit 6 of 6 cells" in dry.stdout, dry.stderr
+    assert not (tmp_path / "runs").exists()                                    # a dry run writes nothing
+
+    res = cli("submit", str(study))
+    assert res.returncode == 0, res.stderr
+    assert "submitted 6 of 6 cells" in res.stdout
+    study_dir = tmp_path / "runs" / "tiny"
+    final = wait_all(study_dir, 6)
+    broken = {k for k, v in final.items() if v["state"] == "FAILED"}
+    assert len(broken) == 3 and all("missing.jsonl" in final[k]["error"] for k in broken)
+    done = {k for k, v in final.items() if v["state"] == "DONE"}
+    assert len(done) == 3
+    for k in done:
+        result = json.loads((study_dir / k / "result.json").read_text())
+        assert result["tokens"] == result["tokens_budget"]
+    # MLflow (the embedded SQLite store in the study dir) holds one run per finished cell
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{study_dir}/mlflow.db")
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.run_name for r in runs if r.info.status == "FINISHED"} == done
+
+    status = cli("status", str(study))
+    assert status.returncode == 0 and "DONE 3" in status.stdout and "FAILED 3" in status.stdout
+
+    again = cli("submit", str(study))                                            # retries only the failures
+    assert "submitted 3 of 6 cells" in again.stdout, again.stdout
+    assert sum("submit (retry 1/1)" in l for l in again.stdout.splitlines()) == 3
+    final = wait_all(study_dir, 6, attempts=2)
+    assert all(final[k]["failures"] == 2 for k in broken)
+    assert all(final[k]["attempts"] == 1 for k in done)                          # the finished cells ran once
+    third = cli("submit", str(study))                                            # retry limit reached
+    assert "submitted 0 of 6 cells" in third.stdout
+    assert sum("retry limit 1" in l for l in third.stdout.splitlines()) == 3
+
+
+def test_debug_executor_in_process(tmp_path):
+    from sweeps.dispatch import submit
+    from sweeps.study import load_study
+
+    def edit(d):
+        d["families"]["ladder"]["members"] = {"d16": d["families"]["ladder"]["members"]["d16"]}
+        d["grid"] = {"tokens": [3000]}
+        d["tracking"] = {"enabled": False}
+    study = load_study(tiny_copy(tmp_path, edit))
+    report = submit(study, kind="debug")
+    assert len(report.submitted) == 1
+    (key,) = report.submitted
+    assert json.loads((tmp_path / "runs" / "tiny" / key / "state.json").read_text())["state"] == "DONE"
+    assert submit(study, kind="debug").submitted == []
+
+
+def test_code_snapshot_is_reused_and_isolated(tmp_path):
+    from sweeps.dispatch import snapshot_code
+
+    a = snapshot_code(tmp_path)
+    b = snapshot_code(tmp_path)
+    assert a == b and (a / "scaling" / "train.py").read_bytes() == (ROOT / "scaling" / "train.py").read_bytes()
+    assert (a / "launch.py").exists() and (a / "sweeps" / "cell_job.py").exists()
