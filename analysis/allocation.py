@@ -66,3 +66,27 @@ def compute_for_model(n_params, E: float, A: float, B: float, alpha: float, beta
     a, _, G = allocation_exponents(alpha, beta, A, B)
     C = 6.0 * (N / G) ** (1.0 / a)
     return float(C[0]) if np.ndim(n_params) == 0 else C
+
+
+def bootstrap_allocation(samples: dict, flops, percentiles=(2.5, 97.5)) -> dict:
+    """Percentile bands of N_opt, D_opt, tokens/param and loss at each budget over bootstrap fits.
+
+    ``samples`` holds per-resample arrays E, A, B, alpha, beta, a, b, G (``LNDBootstrap.samples``);
+    each resample's own closed-form allocation is evaluated and non-finite resamples are skipped.
+    Returns {"n_opt"|"d_opt"|"tokens_per_param"|"loss_opt": {"p2.5": array, "p97.5": array}}
+    (arrays over ``flops``; NaN where no resample is finite).
+    """
+    C = positive_array(flops, "flops")[None, :]
+    col = {k: np.asarray(samples[k], dtype=float)[:, None] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}
+    with np.errstate(all="ignore"):  # a degenerate resample gives inf/NaN and is skipped below
+        n = col["G"] * (C / 6.0) ** col["a"]
+        d = (C / 6.0) ** col["b"] / col["G"]
+        loss = col["E"] + col["A"] / n ** col["alpha"] + col["B"] / d ** col["beta"]
+        values = {"n_opt": n, "d_opt": d, "tokens_per_param": d / n, "loss_opt": loss}
+    out = {}
+    for name, arr in values.items():
+        arr = np.where(np.isfinite(arr) & (arr > 0), arr, np.nan)
+        ok = np.isfinite(arr).any(axis=0)
+        out[name] = {f"p{p:g}": np.where(ok, np.nanpercentile(np.where(ok[None, :], arr, 0.0), p, axis=0), np.nan)
+                     for p in percentiles}
+    return out

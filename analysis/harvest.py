@@ -3,8 +3,10 @@
 Layout (the run-directory contract): ``<root>/<study>/<cell key>/`` holding ``spec.json``,
 ``state.json`` ({"state", "attempts", "job_ids"}), ``metrics.jsonl`` (one object per logging
 step) and, once finished, ``result.json``. Every parameter count in result.json is kept
-(params_total, params_embedding, params_nonembedding, params_output_head, params_new_rows)
-so the N convention is chosen at analysis time.
+(params_total, params_embedding, params_nonembedding, params_output_head, params_new_rows,
+params_new_row_params, params_vocab_rows) so the N convention is chosen at analysis time.
+``empty_row``/``apply_labels``/``apply_result``/``tidy_frame`` are shared with
+``analysis.mlflow_io`` so both sources give the same columns.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import numpy as np
 
 from analysis.errors import InputError
 
-PARAM_KEYS = ("total", "embedding", "nonembedding", "output_head", "new_rows")
+PARAM_KEYS = ("total", "embedding", "nonembedding", "output_head", "new_rows", "new_row_params", "vocab_rows")
 VAL_KEYS = ("text", "interleaved", "speech")
-EVAL_KEYS = ("swuggy", "sblimp", "ssc", "tsc")
-SCALAR_KEYS = ("key", "study", "family", "member", "init", "setup", "variant", "tokens", "flops", "loss",
-               "wall_seconds", "tokens_per_second", "mlflow_run_id")
+EVAL_KEYS = ("swuggy", "sblimp", "ssc", "tsc")  # always present as columns; other benchmarks are added as found
+LABEL_KEYS = ("family", "member", "init", "setup", "variant")
+SPEC_KEYS = (*LABEL_KEYS, "flops_convention")  # known from spec.json before the run finishes
+NUMERIC_KEYS = ("tokens", "tokens_budget", "flops", "cost_flops", "steps", "loss", "wall_seconds",
+                "tokens_per_second")
+SCALAR_KEYS = ("key", "study", *LABEL_KEYS, *NUMERIC_KEYS, "flops_convention", "mlflow_run_id")
+NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_")
 
 
 def _read_json(path: Path):
@@ -45,15 +51,12 @@ def _run_dirs(study_dir: Path):
     return sorted(p for p in study_dir.iterdir() if p.is_dir() and (p / "spec.json").exists())
 
 
-def result_row(run_dir: Path) -> dict:
-    """One flat row for a run: state plus every result.json field (NaN/None until it exists)."""
-    run_dir = Path(run_dir)
-    state = _read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
-    row = {"run_dir": str(run_dir), "study": run_dir.parent.name, "key": run_dir.name,
-           "state": state.get("state", "PENDING"), "attempts": int(state.get("attempts", 0))}
+def empty_row(study: str | None, key: str | None, state: str = "PENDING", attempts: int = 0) -> dict:
+    """A row with every standard column present: labels None, numbers NaN."""
+    row = {"study": study, "key": key, "state": state, "attempts": int(attempts)}
     for k in SCALAR_KEYS:
         row.setdefault(k, None)
-    for k in ("tokens", "flops", "loss", "wall_seconds", "tokens_per_second"):
+    for k in NUMERIC_KEYS:
         row[k] = np.nan
     for k in PARAM_KEYS:
         row[f"params_{k}"] = np.nan
@@ -61,46 +64,70 @@ def result_row(run_dir: Path) -> dict:
         row[f"val_loss_{k}"] = np.nan
     for k in EVAL_KEYS:
         row[f"eval_{k}"] = np.nan
+    return row
+
+
+def apply_labels(row: dict, labels: dict) -> dict:
+    """Copy the scalar labels (family, member, init, setup, variant, flops_convention) of a spec or
+    tag dict into row."""
+    for k in SPEC_KEYS:
+        if isinstance(labels, dict) and k in labels and not isinstance(labels[k], (dict, list)):
+            row[k] = labels[k]
+    return row
+
+
+def apply_result(row: dict, res: dict) -> dict:
+    """Flatten a result.json dict into row: scalars as is, params/val_loss/eval as prefixed columns."""
+    for k in SCALAR_KEYS:
+        if k in res:
+            row[k] = res[k]
+    for k, v in (res.get("params") or {}).items():
+        row[f"params_{k}"] = v
+    for k, v in (res.get("val_loss") or {}).items():
+        row[f"val_loss_{k}"] = v
+    for k, v in (res.get("eval") or {}).items():
+        row[f"eval_{k}"] = v
+    return row
+
+
+def result_row(run_dir: Path) -> dict:
+    """One flat row for a run: state plus every result.json field (NaN/None until it exists)."""
+    run_dir = Path(run_dir)
+    state = _read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
+    row = {"run_dir": str(run_dir), **empty_row(run_dir.parent.name, run_dir.name,
+                                               state.get("state", "PENDING"), state.get("attempts", 0))}
     spec_path = run_dir / "spec.json"
     if spec_path.exists():
-        spec = _read_json(spec_path)
-        for k in ("family", "member", "init", "setup", "variant"):
-            if isinstance(spec, dict) and k in spec and not isinstance(spec[k], (dict, list)):
-                row[k] = spec[k]
+        apply_labels(row, _read_json(spec_path))
     res_path = run_dir / "result.json"
     if res_path.exists():
-        res = _read_json(res_path)
-        for k in SCALAR_KEYS:
-            if k in res:
-                row[k] = res[k]
-        for k, v in (res.get("params") or {}).items():
-            row[f"params_{k}"] = v
-        for k, v in (res.get("val_loss") or {}).items():
-            row[f"val_loss_{k}"] = v
-        for k, v in (res.get("eval") or {}).items():
-            row[f"eval_{k}"] = v
+        apply_result(row, _read_json(res_path))
     return row
+
+
+def tidy_frame(rows: list[dict]):
+    """DataFrame of rows with the numeric columns coerced to float (unparseable -> NaN)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    numeric = [c for c in frame.columns if c.startswith(NUMERIC_PREFIXES)] + list(NUMERIC_KEYS)
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    return frame
 
 
 def harvest_results(root, study: str | None = None):
     """DataFrame with one row per run directory (all studies under root, or one study).
 
     Columns: run_dir, study, key, state, attempts, family, member, init, setup, variant,
-    params_{total,embedding,nonembedding,output_head,new_rows}, tokens, flops, loss,
-    val_loss_{text,interleaved,speech}, eval_{swuggy,sblimp,ssc,tsc}, wall_seconds,
+    params_{total,embedding,nonembedding,output_head,new_rows,new_row_params,vocab_rows}, tokens,
+    tokens_budget, flops, flops_convention, cost_flops, steps, loss, val_loss_{text,interleaved,speech},
+    eval_<benchmark> (swuggy, sblimp, ssc, tsc always; others as found), wall_seconds,
     tokens_per_second, mlflow_run_id. Unfinished runs have NaN results.
     Raises InputError naming the file for a missing root/study or unreadable JSON.
     """
-    import pandas as pd
-
-    rows = [result_row(d) for s in _study_dirs(Path(root), study) for d in _run_dirs(s)]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    numeric = [c for c in frame.columns if c.startswith(("params_", "val_loss_", "eval_"))]
-    numeric += ["tokens", "flops", "loss", "wall_seconds", "tokens_per_second"]
-    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    return frame
+    return tidy_frame([result_row(d) for s in _study_dirs(Path(root), study) for d in _run_dirs(s)])
 
 
 def harvest_curves(root, study: str | None = None):
@@ -143,3 +170,13 @@ def fit_points(frame, params_col: str = "params_total", loss_col: str = "val_los
     if group_col is not None:
         out["group"] = done[group_col].astype(str).to_numpy()
     return out.reset_index(drop=True)
+
+
+def done_runs(frame, *required_cols: str):
+    """Rows whose state is DONE and whose ``required_cols`` are all present (not NaN)."""
+    if frame.empty or "state" not in frame.columns:
+        return frame.iloc[0:0]
+    keep = frame["state"] == "DONE"
+    for col in required_cols:
+        keep &= frame[col].notna() if col in frame.columns else False
+    return frame[keep]

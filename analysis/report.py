@@ -1,166 +1,304 @@
-"""Figures and a markdown report for a harvested study (matplotlib, Agg backend).
+"""A study's scaling report: six figures, fits.json, report.md and a self-contained report.html.
 
-``write_report`` takes the DataFrame from ``analysis.harvest.harvest_results`` and writes
-into ``out_dir``: loss_vs_compute.png, metrics_vs_compute.png, allocation.png, report.md
-and fits.json. Fits that refuse are reported as refusals, never silently dropped.
+``write_report(frame, curves, out_dir)`` takes the harvested runs (``harvest_results``) and
+training curves (``harvest_curves``, or None), fits every group (``analysis.study_fits``),
+draws the figures (``analysis.figures``) and writes the text from one list of blocks
+(``analysis.document``). Fits that refuse are written down, never silently dropped: as
+``{"error": "<Type>: <why>"}`` in fits.json, a note inside the figure, and a line in the report.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
-from analysis.allocation import allocation_from_fit
-from analysis.compute_laws import compute_frontier, fit_compute_laws
-from analysis.errors import FitError
-from analysis.fit_lnd import bootstrap_lnd, fit_lnd
-from analysis.reference import LOSS_LAWS, metric_laws_for
+from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
+from analysis.figures import FIGURES, draw_all
+from analysis.reference import SIMS_FIGURE1
+from analysis.study_fits import fit_study, metric_name, refused, study_json
 
-BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)
+REPORT_FILES = ("report.md", "report.html", "fits.json")
+CAPTIONS = {
+    "isoflop.png": "IsoFLOP profiles (Approach 2). Each colour is one compute budget: the points are the runs "
+                   "trained at that budget, the solid curve the parabola fitted in ln N, the star its vertex "
+                   "N_opt(C); the dashed curve is the Approach-3 law along the same budget. Budgets without an "
+                   "interior minimum are named in the panel.",
+    "lnd_fit.png": "The fitted L(N, D) = E + A/N^alpha + B/D^beta (Approach 3) against the runs: final loss "
+                   "against tokens, one colour per model size, the line the law at that size; faint lines are "
+                   "the runs' own evaluation curves from metrics.jsonl.",
+    "allocation.png": "Compute-optimal model size, tokens and tokens per parameter against compute from "
+                      "Approach 3 (line, shaded 2.5-97.5 % bootstrap band) and the IsoFLOP vertices of "
+                      "Approach 2 (points); the dotted black line is the textless reference of Cuervo & "
+                      "Marxer (2024), the grey area extrapolates beyond the largest budget.",
+    "loss_frontier.png": "Loss against compute: every run (faint), the best run per budget (bold) and the "
+                         "fitted L(C) = E + k C^-gamma per group; the dashed line is the textless frontier "
+                         "L*(C) implied by Cuervo & Marxer's L(N, D) under compute-optimal allocation (their "
+                         "loss and parameter units, so compare slopes rather than levels).",
+    "metrics.png": "Downstream metrics against compute: the best score per budget and Q(C) = k C^gamma per "
+                   "group; for sSC and tSC the grey lines are the SIMS Figure-1 laws (interleaved, textless, "
+                   "text LM).",
+    "residuals.png": "Relative residuals (observed - fitted) / fitted of the Approach-3 fit against model size, "
+                     "coloured by compute budget; a trend with N or C means the law's form misses something, "
+                     "scatter is noise.",
+}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: reports are written on cluster nodes and in CI
-    import matplotlib.pyplot as plt
-
-    return plt
+# ----------------------------------------------------------------------------- number formatting
 
 
-def _fmt(x, digits=4):
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}g}"
+def _ok(x) -> bool:
+    return x is not None and isinstance(x, (int, float, np.floating, np.integer)) and np.isfinite(x)
 
 
-def fit_groups(frame, params_col: str, loss_col: str, group_col: str = "setup", n_bootstrap: int = 100,
-               seed: int = 0) -> dict:
-    """Approach-3 fit (+ bootstrap) per group of finished runs: {group: (LNDFit, LNDBootstrap) or refusal str}."""
-    done = frame[(frame["state"] == "DONE") & frame[loss_col].notna() & frame[params_col].notna()]
-    out = {}
-    for name, sub in done.groupby(group_col, sort=True):
-        N, D, L = sub[params_col].to_numpy(), sub["tokens"].to_numpy(), sub[loss_col].to_numpy()
-        try:
-            fit = fit_lnd(N, D, L)
-            boot = bootstrap_lnd(N, D, L, fit=fit, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else None
-            out[str(name)] = (fit, boot)
-        except FitError as err:
-            out[str(name)] = f"{type(err).__name__}: {err}"
+def _g(x, digits: int = 3) -> str:
+    """Compact general format: 1.03e8 rather than 1.03e+08."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.{digits}g}") if _ok(x) else "–"
+
+
+def _f(x, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if _ok(x) else "–"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2g}%" if _ok(x) else "–"
+
+
+def _iv(lo, hi, fmt=_g) -> str:
+    return f"[{fmt(lo)}, {fmt(hi)}]" if _ok(lo) and _ok(hi) else ""
+
+
+def _with_iv(value, ivs: dict, name: str, fmt=_g) -> str:
+    iv = ivs.get(name, {}) if ivs else {}
+    band = _iv(iv.get("p2.5"), iv.get("p97.5"), fmt)
+    return f"{fmt(value)} {band}".strip()
+
+
+def _err(d) -> str | None:
+    return d.get("error") if isinstance(d, dict) and isinstance(d.get("error"), str) else None
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _summary_section(fits: dict) -> list:
+    budgets = ", ".join(_g(c, 2) for c in fits["budgets"]) or "none"
+    return [
+        Para(f"Runs: {fits['n_done']} finished of {fits['n_runs']} in the study. N = `{fits['params_col']}`, "
+             f"D = `tokens`, C = `flops` as recorded by each run, loss = `{fits['loss_col']}`. Runs are grouped "
+             f"by {', '.join(f'`{c}`' for c in fits['group_cols']) or 'nothing'} into {len(fits['groups'])} "
+             f"group(s). Compute budgets (FLOPs): {budgets}."),
+        Para("Intervals are 2.5-97.5 % percentiles over bootstrap resamples of the runs; a is the exponent of "
+             "N_opt ~ C^a and b = 1 - a that of D_opt ~ C^b under C = 6ND.", css="muted"),
+    ]
+
+
+def _comparison_rows(fits: dict) -> list:
+    metrics = [metric_name(c) for c in fits["metric_cols"]]
+    header = ["group", "runs", "a [95%]", "b", "alpha", "beta", "E", "D/N at largest C", "Approach 2 a [95%]",
+              "L(C) gamma", *[f"Q gamma {m}" for m in metrics], "held-out error mean / max"]
+    rows = []
+    top = max(fits["budgets"]) if fits["budgets"] else None
+    for label, g in fits["groups"].items():
+        a3, a2 = g["approach3"], g["approach2"]
+        ivs = a3.get("intervals", {})
+        if _err(a3):
+            a_txt, rest = "refused", ["–"] * 5
+        else:
+            a_txt = _with_iv(a3["a"], ivs, "a", _f)
+            dn = next((r["tokens_per_param"] for r in g["allocation"] if top and abs(r["flops"] / top - 1) < 1e-9),
+                      None) if isinstance(g["allocation"], list) else None
+            rest = [_f(a3["b"]), _f(a3["alpha"]), _f(a3["beta"]), _g(a3["E"]), _g(dn)]
+        a2_txt = "refused" if _err(a2) else _with_iv(a2["a"], a2.get("intervals", {}), "a", _f)
+        lc = g["loss_compute"]
+        q = [("refused" if _err(g["metric_laws"].get(m)) else _f(g["metric_laws"].get(m, {}).get("gamma"), 4))
+             for m in metrics]
+        ex = g["extrapolation"]
+        ex3 = ex.get("approach3", {}) if not _err(ex) else {"error": ex["error"]}
+        ex_txt = "refused" if _err(ex3) else f"{_pct(ex3['mean_rel_error'])} / {_pct(ex3['max_rel_error'])}"
+        rows.append([label, g["n_runs"], a_txt, *rest, a2_txt, "refused" if _err(lc) else _f(lc["gamma"], 4),
+                     *q, ex_txt])
+    for name, law in fits["references"]["loss_laws"].items():
+        rows.append([f"{name} (published)", "–", _f(law["a"]), _f(law["b"]), _f(law["alpha"]), _f(law["beta"]),
+                     _g(law["E"]), "–", "–", "–", *["–" for _ in metrics], "–"])
+    return [Table(tuple(header), tuple(tuple(r) for r in rows))]
+
+
+def _pairs_section(fits: dict) -> list:
+    if not fits["comparisons"]:
+        return [Para("No two groups differ in exactly one of the group columns, so there is no pairwise "
+                     "comparison.", css="muted")]
+    rows = []
+    for c in fits["comparisons"]:
+        g1, g2 = c["groups"]
+        if "error" in c:
+            rows.append((c["differs_in"], f"{g1} vs {g2}", "–", "–", "–", c["error"]))
+            continue
+        a = " vs ".join(_f(x) for x in c["a"])
+        ivs = " vs ".join(_iv(lo, hi, _f) or "–" for lo, hi in zip(c["a_p2.5"], c["a_p97.5"]))
+        overlap = {True: "overlap (not distinguishable)", False: "disjoint (differ)"}.get(c.get("intervals_overlap"),
+                                                                                          "no intervals")
+        dn = " vs ".join(_g(x) for x in c.get("tokens_per_param", [])) or "–"
+        rows.append((c["differs_in"], f"{g1} vs {g2}", a, ivs, dn, overlap))
+    return [Para("Pairs of groups that differ in one column only (TextLM family, setup, or data variant): the "
+                 "allocation exponent a with its 95 % interval and the compute-optimal tokens per parameter at "
+                 "the largest budget."),
+            Table(("differs in", "groups", "a", "a 95%", "D/N at largest C", "intervals"), tuple(rows))]
+
+
+def _approach3_section(fits: dict) -> list:
+    rows = []
+    for label, g in fits["groups"].items():
+        a3 = g["approach3"]
+        if _err(a3):
+            rows.append((label, f"refused: {a3['error']}", *[""] * 7))
+            continue
+        ivs = a3.get("intervals", {})
+        rows.append((label, _with_iv(a3["E"], ivs, "E"), _with_iv(a3["A"], ivs, "A"), _with_iv(a3["B"], ivs, "B"),
+                     _with_iv(a3["alpha"], ivs, "alpha", _f), _with_iv(a3["beta"], ivs, "beta", _f),
+                     _g(a3["G"]), a3["n_points"],
+                     f"{a3.get('n_bootstrap', 0)} ({a3.get('n_bootstrap_failed', 0)} failed)"))
+    return [Para("Fitted by the Chinchilla/Epoch recipe: Huber loss (delta 1e-3) on log loss, summed over runs, "
+                 "from the 4,500-start grid."),
+            Table(("group", "E", "A", "B", "alpha", "beta", "G", "runs", "bootstrap (failed)"), tuple(rows))]
+
+
+def _allocation_section(fits: dict) -> list:
+    out = []
+    for label, g in fits["groups"].items():
+        out.append(Heading(3, label))
+        if _err(g["allocation"]):
+            out.append(Para(f"No allocation: {g['allocation']['error']}", css="refusal"))
+            continue
+        rows = []
+        for r in g["allocation"]:
+            rows.append((_g(r["flops"], 2) + (" (extrapolated)" if r["extrapolated"] else ""),
+                         f"{_g(r['n_opt'])} {_iv(r.get('n_opt_p2.5'), r.get('n_opt_p97.5'))}".strip(),
+                         f"{_g(r['d_opt'])} {_iv(r.get('d_opt_p2.5'), r.get('d_opt_p97.5'))}".strip(),
+                         f"{_g(r['tokens_per_param'])} "
+                         f"{_iv(r.get('tokens_per_param_p2.5'), r.get('tokens_per_param_p97.5'))}".strip(),
+                         f"{_g(r['loss_opt'], 4)} {_iv(r.get('loss_opt_p2.5'), r.get('loss_opt_p97.5'), _g)}".strip()))
+        out.append(Table(("C (FLOPs)", "N_opt [95%]", "D_opt [95%]", "D/N [95%]", "predicted loss [95%]"),
+                         tuple(rows)))
     return out
 
 
-def _plot_loss(plt, frame, loss_col, group_col, laws, path):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, sub in frame.groupby(group_col, sort=True):
-        ax.scatter(sub["flops"], sub[loss_col], s=12, alpha=0.5, label=f"{name} runs")
-        law = laws.get(str(name), {}).get("loss")
-        if law is not None and not isinstance(law, str):
-            c = np.geomspace(sub["flops"].min(), sub["flops"].max() * 10, 100)
-            ax.plot(c, law.predict(c), label=f"{name}: {law.E:.3g} + {law.k:.3g} C^-{law.gamma:.3g}")
-    ax.set(xscale="log", xlabel="training FLOPs (6ND)", ylabel=loss_col, title="Loss vs compute (frontier fit)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _approach2_section(fits: dict) -> list:
+    out = []
+    for label, g in fits["groups"].items():
+        a2 = g["approach2"]
+        out.append(Heading(3, label))
+        if _err(a2):
+            out.append(Para(f"Approach 2 refused: {a2['error']}", css="refusal"))
+        else:
+            iv = a2.get("intervals", {}).get("a", {})
+            band = _iv(iv.get("p2.5"), iv.get("p97.5"), _f) or "without interval"
+            out.append(Para(f"N_opt = {_g(a2['k'])} C^{_f(a2['a'])} (a {band}), "
+                            f"D_opt = {_g(a2['k_d'])} C^{_f(a2['b'])}, from {a2['n_budgets']} budgets."))
+            out.append(Table(("C (FLOPs)", "runs", "N sampled", "N_opt (vertex)", "D_opt", "loss at vertex"),
+                             tuple((_g(p["flops"], 2), p["n_runs"], f"{_g(p['n_min'], 2)} - {_g(p['n_max'], 2)}",
+                                    _g(p["n_opt"]), _g(p["d_opt"]), _g(p["loss_opt"], 4)) for p in a2["profiles"])))
+        for d in a2.get("dropped_budgets", []):
+            out.append(Para(f"Budget C={_g(d['flops'], 2)} left out: {d['error']}", css="refusal"))
+    return out
 
 
-def _plot_metrics(plt, frame, metric_cols, group_col, laws, path):
-    fig, axes = plt.subplots(1, max(len(metric_cols), 1), figsize=(5 * max(len(metric_cols), 1), 4), squeeze=False)
-    for ax, m in zip(axes[0], metric_cols):
-        c_all = frame["flops"].dropna()
-        c = np.geomspace(max(c_all.min(), 1e15) if len(c_all) else 1e18, 1e22, 100)
-        for name, sub in frame.groupby(group_col, sort=True):
-            cc, v, _ = compute_frontier(sub["flops"], sub[m], higher_is_better=True) if sub[m].notna().any() else ([], [], [])
-            ax.scatter(cc, v, s=14, label=f"{name} frontier")
-            law = laws.get(str(name), {}).get(m)
-            if law is not None and not isinstance(law, str):
-                ax.plot(c, law.predict(c), label=f"{name}: {law.k:.3g} C^{law.gamma:.3g}")
-        short = m.replace("eval_", "")
-        for ref in metric_laws_for(short):
-            ax.plot(c, ref.predict(c), ls=":", lw=1, label=f"published {ref.setup}: {ref.k} C^{ref.gamma}")
-        ax.set(xscale="log", xlabel="training FLOPs", ylabel=m, title=f"{short} vs compute")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _compute_laws_section(fits: dict) -> list:
+    metrics = [metric_name(c) for c in fits["metric_cols"]]
+    rows = []
+    for label, g in fits["groups"].items():
+        lc = g["loss_compute"]
+        cells = ["refused" if _err(lc) else f"{_g(lc['E'], 4)} + {_g(lc['k'], 3)} C^-{_f(lc['gamma'], 4)}"]
+        for m in metrics:
+            law = g["metric_laws"].get(m, {})
+            cells.append("refused" if _err(law) else f"{_g(law['k'], 3)} C^{_f(law['gamma'], 4)}")
+        rows.append((label, *cells))
+    for setup in dict.fromkeys(ref.setup for ref in SIMS_FIGURE1):
+        laws = {ref.metric: ref for ref in SIMS_FIGURE1 if ref.setup == setup}
+        cells = [f"{laws[m.lower()].k} C^{laws[m.lower()].gamma}" if m.lower() in laws else "–" for m in metrics]
+        if any(c != "–" for c in cells):
+            rows.append((f"SIMS Fig. 1 {setup} (published)", "–", *cells))
+    return [Para("Fitted on the frontier (best run per budget): L(C) by least squares on log loss, Q(C) as a "
+                 "line in log-log space."),
+            Table(("group", "L(C) = E + k C^-gamma", *[f"Q(C) {m}" for m in metrics]), tuple(rows))]
 
 
-def _plot_allocation(plt, fits, path):
-    fig, ax = plt.subplots(figsize=(6, 4))
-    c = np.geomspace(1e17, 1e23, 100)
-    for name, fb in fits.items():
-        if isinstance(fb, str):
+def _extrapolation_section(fits: dict) -> list:
+    rows = []
+    for label, g in fits["groups"].items():
+        ex = g["extrapolation"]
+        if _err(ex):
+            rows.append((label, f"refused: {ex['error']}", "", "", "", ""))
             continue
-        ax.plot(c, allocation_from_fit(fb[0], c).n_opt, label=f"{name} (a={fb[0].a:.3f})")
-    for ref in LOSS_LAWS.values():
-        ax.plot(c, allocation_from_fit(ref, c).n_opt, ls=":", lw=1, label=f"{ref.name} (a={ref.a:.3f})")
-    ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="compute-optimal N",
-           title="Compute-optimal model size (Approach 3)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        a3, lc, no = ex["approach3"], ex["loss_compute"], ex["n_opt"]
+        rows.append((label, _g(ex["held_out_flops"], 2), f"{ex['n_fit']} / {ex['n_held_out']}",
+                     "refused" if _err(a3) else f"{_pct(a3['mean_rel_error'])} / {_pct(a3['max_rel_error'])}",
+                     "refused" if _err(lc) else _pct(lc["rel_error"]),
+                     "refused" if _err(no) else _f(no["ratio"])))
+    return [Para("The runs of the largest budget are held out, Approach 3 and L(C) are refitted on the rest, and "
+                 "the held-out runs are predicted: relative error |predicted - observed| / observed. The last "
+                 "column compares the refitted N_opt at the held-out budget with that budget's IsoFLOP vertex."),
+            Table(("group", "held-out C", "runs fit / held out", "L(N,D) error mean / max", "L(C) error",
+                   "N_opt predicted / vertex"), tuple(rows))]
 
 
-def write_report(frame, out_dir, params_col: str = "params_total", loss_col: str = "val_loss_speech",
-                 metric_cols=("eval_ssc", "eval_tsc"), group_col: str = "setup", n_bootstrap: int = 100,
-                 seed: int = 0) -> Path:
-    """Write figures, fits.json and report.md for finished runs in ``frame``; return report.md's path."""
-    plt = _plt()
+def _refusal_section(fits: dict) -> list:
+    if not fits["refusals"]:
+        return [Para("None: every fit ran.")]
+    return [Bullets(tuple(f"`{r['where']}`: {r['error']}" for r in fits["refusals"]))]
+
+
+def build_blocks(fits: dict, title: str) -> list:
+    """The report as document blocks (shared by report.md and report.html)."""
+    blocks = [Heading(1, title), *_summary_section(fits),
+              Heading(2, "Groups side by side"), *_comparison_rows(fits),
+              Heading(3, "Pairwise comparisons"), *_pairs_section(fits),
+              Heading(2, "Figures")]
+    for file, name in FIGURES:
+        blocks.append(Figure(file, name, CAPTIONS[file]))
+    blocks += [Heading(2, "Approach 3: L(N, D) = E + A/N^alpha + B/D^beta"), *_approach3_section(fits),
+               Heading(2, "Compute-optimal allocation at the study's budgets"), *_allocation_section(fits),
+               Heading(2, "Approach 2: IsoFLOP vertices"), *_approach2_section(fits),
+               Heading(2, "Laws in compute alone"), *_compute_laws_section(fits),
+               Heading(2, "Extrapolation check"), *_extrapolation_section(fits),
+               Heading(2, "Refused fits"), *_refusal_section(fits),
+               Heading(2, "Caveats"),
+               Bullets(("Published laws count parameters and losses differently (Cuervo & Marxer: speech-only "
+                        "vocabulary; Chinchilla: all parameters; SIMS: the full text vocabulary), so compare "
+                        "exponents, not levels.",
+                        "The N convention of this report is the one named above; another convention "
+                        "(e.g. `params_nonembedding`) moves the exponents.",
+                        "fits.json beside this report holds every number shown here."))]
+    return blocks
+
+
+def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_col: str = "val_loss_speech",
+                 group_cols=("family", "setup", "variant"), title: str = "Scaling report",
+                 n_bootstrap: int = 200, seed: int = 0, extrapolation: bool = True) -> Path:
+    """Fit, draw and write the report for the DONE runs of ``frame``; return report.md's path.
+
+    Writes into ``out_dir`` (created if needed): the six PNGs of ``analysis.figures.FIGURES``,
+    fits.json (every number, refusals as {"error": ...} and listed under "refusals"), report.md
+    (links every PNG, one caption each, tables) and report.html (the same, PNGs embedded).
+    ``curves`` is ``harvest_curves``'s frame (or None) for the runs' evaluation curves.
+    Never raises for a fit that refuses; raises only for unusable input (e.g. missing columns).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    done = frame[frame["state"] == "DONE"]
-    metric_cols = [m for m in metric_cols if m in done.columns]
-    laws = fit_compute_laws(done.dropna(subset=["flops", loss_col]), group_col=group_col, loss_col=loss_col,
-                            metric_cols=metric_cols) if len(done) else {}
-    fits = fit_groups(done, params_col, loss_col, group_col, n_bootstrap, seed)
-    _plot_loss(plt, done, loss_col, group_col, laws, out / "loss_vs_compute.png")
-    _plot_metrics(plt, done, metric_cols, group_col, laws, out / "metrics_vs_compute.png")
-    _plot_allocation(plt, fits, out / "allocation.png")
+    study = fit_study(frame, params_col, loss_col, group_cols, n_bootstrap, seed, extrapolation)
+    draw_all(study, curves, out)
+    fits = study_json(study, title)
+    fits["figures"] = {file: CAPTIONS[file] for file, _ in FIGURES}
+    (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
+    blocks = build_blocks(fits, title)
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks, out, title))
+    return out / "report.md"
 
-    lines = ["# Scaling report", "",
-             f"Runs: {len(frame)} ({len(done)} done). N convention: `{params_col}`. Loss: `{loss_col}`.", "",
-             "## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
-             "| group | E | A | B | alpha | beta | a | b | G | n | a 95% |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    summary = {"params_col": params_col, "loss_col": loss_col, "approach3": {}, "compute_laws": {}}
-    for name, fb in fits.items():
-        if isinstance(fb, str):
-            lines.append(f"| {name} | refused: {fb} |||||||||")
-            summary["approach3"][name] = {"error": fb}
-            continue
-        fit, boot = fb
-        iv = boot.intervals["a"] if boot else None
-        ci = f"{iv['p2.5']:.3f}–{iv['p97.5']:.3f}" if iv else "–"
-        lines.append(f"| {name} | {_fmt(fit.E)} | {_fmt(fit.A)} | {_fmt(fit.B)} | {_fmt(fit.alpha)} | {_fmt(fit.beta)} "
-                     f"| {_fmt(fit.a, 3)} | {_fmt(fit.b, 3)} | {_fmt(fit.G)} | {fit.n_points} | {ci} |")
-        summary["approach3"][name] = {**fit.to_dict(), **(boot.to_dict() if boot else {})}
-    lines += ["", "### Compute-optimal allocation (C = 6ND)", "", "| group | C | N_opt | D_opt | D/N | loss |",
-              "|---|---|---|---|---|---|"]
-    for name, fb in list(fits.items()) + [(r.name + " (published)", (r, None)) for r in LOSS_LAWS.values()]:
-        if isinstance(fb, str):
-            continue
-        for C in BUDGETS:
-            al = allocation_from_fit(fb[0], C)
-            lines.append(f"| {name} | {C:.0e} | {al.n_opt:.3g} | {al.d_opt:.3g} | {al.tokens_per_param:.1f} "
-                         f"| {al.loss_opt:.4g} |")
-    lines += ["", "## Compute laws on the frontier (best run per budget)", ""]
-    for name, group_laws in laws.items():
-        summary["compute_laws"][name] = {}
-        for key, law in group_laws.items():
-            if isinstance(law, str):
-                lines.append(f"- {name} / {key}: {law}")
-                summary["compute_laws"][name][key] = {"error": law}
-            elif key == "loss":
-                lines.append(f"- {name} / loss: L(C) = {law.E:.4g} + {law.k:.4g} C^-{law.gamma:.4g}")
-                summary["compute_laws"][name][key] = law.to_dict()
-            else:
-                lines.append(f"- {name} / {key}: Q(C) = {law.k:.4g} C^{law.gamma:.4g}")
-                summary["compute_laws"][name][key] = law.to_dict()
-    lines += ["", "![loss](loss_vs_compute.png)", "", "![metrics](metrics_vs_compute.png)", "",
-              "![allocation](allocation.png)", "",
-              "Published references use other parameter and loss conventions; compare exponents, not levels."]
-    (out / "fits.json").write_text(json.dumps(summary, indent=2, default=lambda o: None))
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+
+def report_files(out_dir) -> list:
+    """Paths of everything ``write_report`` writes, figures first."""
+    out = Path(out_dir)
+    return [out / f for f, _ in FIGURES] + [out / f for f in REPORT_FILES]

@@ -194,8 +194,10 @@ def _check_tracking(study: Study, kind: str) -> None:
 
 
 def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
-           log: Callable[[str], None] = print) -> SubmitReport:
-    """Submit every cell that needs it; returns what was decided and the job ids."""
+           log: Callable[[str], None] = print, job_class: type = CellJob) -> SubmitReport:
+    """Submit every cell that needs it; returns what was decided and the job ids.
+
+    `job_class` is the callable run per cell (CellJob; benchmarks pass a no-op of the same shape)."""
     kind = kind or study.executor.kind
     _check_tracking(study, kind)
     source = study.source
@@ -223,11 +225,11 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
             part = to_run[start:start + chunk]
             jobs = []
             if kind == "debug":
-                jobs = [executor.submit(CellJob(str(rd), threads)) for _, rd in part]
+                jobs = [executor.submit(job_class(str(rd), threads)) for _, rd in part]
             else:
                 with executor.batch():
                     for _, rd in part:
-                        jobs.append(executor.submit(CellJob(str(rd), threads)))
+                        jobs.append(executor.submit(job_class(str(rd), threads)))
             report.arrays += 1
             for (key, rd), job in zip(part, jobs):
                 report.job_ids[key] = str(job.job_id)

@@ -34,10 +34,24 @@ def live_slurm_jobs(job_ids: Iterable[str]) -> set[str]:
                              timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
         return set()
-    listed = set()
-    for line in out.split():
-        listed.add(line.strip())
+    listed: set[str] = set()
+    for token in out.split():
+        listed |= expand_ids(token)
     return {j for j in ids if j in listed}
+
+
+def expand_ids(token: str) -> set[str]:
+    """squeue's id forms: `123`, `124_1`, and pending array ranges `124_[2-5,7%2]` -> each task id."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]*)\]", token)
+    if not m:
+        return {token}
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out |= {f"{base}_{i}" for i in range(int(lo), int(hi if hi.isdigit() else lo) + 1)}
+    return out
 
 
 def live_local_jobs(job_ids: Iterable[str]) -> set[str]:

@@ -101,10 +101,18 @@ def test_report_writes_figures_and_tables(study, tmp_path):
     from analysis.report import write_report
 
     frame = harvest_results(study, "s1")
-    path = write_report(frame, tmp_path / "out", params_col="params_nonembedding", n_bootstrap=10)
+    path = write_report(frame, harvest_curves(study, "s1"), tmp_path / "out", params_col="params_nonembedding",
+                        group_cols=("setup",), n_bootstrap=10, extrapolation=False)
     text = path.read_text()
     assert "| interleaved |" in text and "chinchilla (published)" in text
-    for name in ("loss_vs_compute.png", "metrics_vs_compute.png", "allocation.png", "fits.json"):
+    for name in ("isoflop.png", "metrics.png", "allocation.png", "fits.json", "report.html"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     fits = json.loads((tmp_path / "out" / "fits.json").read_text())
-    assert fits["approach3"]["interleaved"]["alpha"] == pytest.approx(0.34, rel=1e-4)
+    assert fits["groups"]["interleaved"]["approach3"]["alpha"] == pytest.approx(0.34, rel=1e-4)
+
+
+def test_harvest_keeps_every_result_field(study):
+    frame = harvest_results(study, "s1")
+    for col in ("tokens_budget", "cost_flops", "steps", "flops_convention", "params_new_row_params",
+                "params_vocab_rows"):
+        assert col in frame.columns
