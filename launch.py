@@ -108,6 +108,34 @@ def cmd_tracking_server(args: argparse.Namespace) -> None:
     serve(_study(args), host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from analysis.commands import report_study
+    from scaling.tracking import default_uri
+
+    study = _study(args)
+    uri = None
+    if study.tracking.enabled and not args.no_mlflow:
+        uri = study.tracking.uri or default_uri(study.study_dir.resolve())
+    out = report_study(study.study_dir, out_dir=args.out, tracking_uri=uri,
+                       experiment=study.tracking.experiment or study.name, params_col=args.params_col,
+                       loss_col=args.loss_col, n_bootstrap=args.bootstrap)
+    print(f"report of {out['n_runs']} runs: {out['report_md']}\n  {out['report_html']}\n  {out['fits_json']}")
+    for fig in out["figures"]:
+        print(f"  {fig}")
+    if out.get("mlflow_run_id"):
+        print(f"MLflow report run {out['mlflow_run_id']} in experiment {study.tracking.experiment or study.name}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from analysis.commands import format_recommendation, recommend
+    from sweeps.plan import member_sizes
+
+    study = _study(args)
+    rec = recommend(study.study_dir, args.budget, member_sizes(study), params_col=args.params_col,
+                    loss_col=args.loss_col, n_bootstrap=args.bootstrap)
+    print(json.dumps(rec, indent=1, default=str) if args.json else format_recommendation(rec))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
@@ -194,6 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tracking_server)
+
+    for name in ("report", "recommend"):
+        if name == "report":
+            p = sub.add_parser("report", help="fit scaling laws to a study's finished runs and write a report",
+                               description="Harvest the study's DONE run directories, fit L(N, D) (Approach 3 "
+                                           "with bootstrap intervals), IsoFLOP parabolas (Approach 2), the "
+                                           "loss-compute frontier and downstream metrics against compute per group "
+                                           "(family, setup, variant), check extrapolation without the largest "
+                                           "budget, and write report.md, report.html, fits.json and PNG figures; "
+                                           "also logged to the study's MLflow experiment as a report run.")
+            p.add_argument("--out", help="report folder (default <study dir>/report)")
+            p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+            p.set_defaults(func=cmd_report)
+        else:
+            p = sub.add_parser("recommend", help="compute-optimal model size and tokens for a FLOP budget",
+                               description="Fit L(N, D) to the study's finished runs and print, for --budget FLOPs, "
+                                           "N_opt, D_opt, tokens per parameter and the predicted loss with "
+                                           "bootstrap intervals, and the nearest member of each family with the "
+                                           "tokens it should get.")
+            p.add_argument("--budget", type=float, required=True, help="compute budget in FLOPs, e.g. 1e21")
+            p.add_argument("--json", action="store_true", help="print JSON")
+            p.set_defaults(func=cmd_recommend)
+        p.add_argument("study", help="study file (YAML)")
+        p.add_argument("--params-col", default="params_total", choices=["params_total", "params_nonembedding"],
+                       help="parameter-count convention for N (default params_total)")
+        p.add_argument("--loss-col", default="val_loss_speech", help="loss to fit (default val_loss_speech)")
+        p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
+        p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     return parser
 
 

@@ -256,14 +256,23 @@ def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", ""))
 
 
-def _ensure_experiment(client, name: str, description: Optional[str]) -> str:
+def artifact_location(uri: str) -> Optional[str]:
+    """Beside a SQLite store, `<its folder>/mlartifacts` (else MLflow would use ./mlruns of whatever
+    directory a job runs in); None for servers, which choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def _ensure_experiment(client, name: str, description: Optional[str], uri: Optional[str] = None) -> str:
     """Id of the experiment called `name`, created (or restored) if needed; sets its description."""
     from mlflow.exceptions import MlflowException
     exp = client.get_experiment_by_name(name)
     if exp is None:
         tags = {NOTE_TAG: description} if description else None
         try:
-            return client.create_experiment(name, tags=tags)
+            return client.create_experiment(name, tags=tags,
+                                            artifact_location=artifact_location(uri) if uri else None)
         except MlflowException as e:  # another job created it between our two calls
             if _error_code(e) != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -430,7 +439,8 @@ class Mirror:
                 client.update_run(run.info.run_id, status="RUNNING")
             self._run_id, self._experiment_id = run.info.run_id, run.info.experiment_id
         else:
-            self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description)
+            self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
+                                                     self.uri)
             tags = {RUN_DIR_TAG: str(self.run_dir.resolve()), **self.tags}
             tags = {_clean_key(k): _clip(redact_text(str(v)), MAX_TAG_LENGTH) for k, v in tags.items()}
             self._run_id = client.create_run(self._experiment_id, tags=tags,

@@ -132,10 +132,8 @@ def _prepare_tracking(study: Study) -> None:
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
-        name = study.tracking.experiment or study.name
-        if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name)
+        tracking._ensure_experiment(MlflowClient(tracking_uri=uri), study.tracking.experiment or study.name,
+                                    f"slm-scaling study {study.name}", uri)
     except Exception as e:  # the jobs' own mirrors cope with an unreachable server
         print(f"warning: MLflow at {tracking.redact_uri(uri)} not ready ({type(e).__name__}); jobs will retry",
               file=sys.stderr)

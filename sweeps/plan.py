@@ -33,6 +33,18 @@ def make_plan(study: Study) -> Plan:
     return Plan(study, cells, hours, basis)
 
 
+def member_sizes(study: Study) -> list[dict]:
+    """Each family member's parameter counts in the study's setup (for `recommend`)."""
+    seen, out = set(), []
+    for c in expand(study):
+        if (c.family, c.member, c.setup) in seen:
+            continue
+        seen.add((c.family, c.member, c.setup))
+        out.append({"family": c.family, "member": c.member, "setup": c.setup, "params_total": c.params.total,
+                    "params_nonembedding": c.params.nonembedding})
+    return out
+
+
 def cell_rows(plan: Plan) -> list[dict]:
     """One JSON-able dict per cell (the `plan --json` output)."""
     out = []

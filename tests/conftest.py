@@ -20,3 +20,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI, stop the Slurm daemons the tests started so nothing outlives the run."""
+    if os.environ.get("CI") == "true":
+        stop = ROOT / "scripts" / "slurm" / "stop.sh"
+        if stop.exists() and os.geteuid() == 0:
+            subprocess.run(["bash", str(stop)], capture_output=True, timeout=300)

@@ -76,3 +76,32 @@ def test_fit_csv_prints_json(tmp_path, cli):
     (tmp_path / "bad.csv").write_text("params,tokens\n1,2\n")
     bad = cli("fit", str(tmp_path / "bad.csv"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "bad.csv" in bad.stderr
+
+
+def test_report_and_recommend_commands(tmp_path, cli):
+    import yaml
+    from test_report_fixture import build_study
+
+    study_dir = build_study(tmp_path)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"name": study_dir.name, "root": str(tmp_path),
+                                     "families": {"qwen2.5": {"members": ["0.5B", "1.5B", "3B", "7B"]}},
+                                     "grid": {"tokens": [1e9]}}))
+    res = cli("report", str(study), "--bootstrap", "20")
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = study_dir / "report"
+    for name in ("report.md", "report.html", "fits.json", "isoflop.png", "allocation.png", "loss_frontier.png"):
+        assert (report / name).is_file(), name
+    assert "MLflow report run" in res.stdout
+    md = (report / "report.md").read_text()
+    assert all(f"({p.name})" in md for p in report.glob("*.png"))
+    rec = cli("recommend", str(study), "--budget", "1e21", "--bootstrap", "20", "--json")
+    assert rec.returncode == 0, rec.stderr[-2000:]
+    out = json.loads(rec.stdout)
+    text = json.dumps(out)
+    assert "qwen2.5" in text and ("n_opt" in text.lower() or "N_opt" in text)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"name": "nothing", "root": str(tmp_path),
+                                     "families": {"qwen2.5": {"members": ["0.5B"]}}, "grid": {"tokens": [1e9]}}))
+    bad = cli("report", str(empty))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
