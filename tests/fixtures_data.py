@@ -107,3 +107,21 @@ def tiny_study(root: Path, corpus: dict, model_type: str = "llama", tokens: int 
         "eval": {"val_tokens": 2000, "benchmarks": [{"name": "swuggy", "manifest": str(corpus["manifest"])}]},
         "tracking": {"enabled": False},
     }
+
+
+def tiny_copy(tmp_path: Path, edit=None) -> Path:
+    """examples/tiny.yaml with its data beside it in tmp_path (relative paths resolve as in the repo),
+    runs under tmp_path/runs, after `edit(data)`."""
+    import shutil
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "examples" / "tiny-data", tmp_path / "tiny-data")
+    data = yaml.safe_load((root / "examples" / "tiny.yaml").read_text())
+    data["root"] = str(tmp_path / "runs")
+    if edit:
+        edit(data)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

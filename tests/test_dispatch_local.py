@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fixtures_data import tiny_copy
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny.yaml"
-
-
-def tiny_copy(tmp_path: Path, edit=None) -> Path:
-    """examples/tiny.yaml with its data beside it, so relative paths resolve as in the repo."""
-    shutil.copytree(ROOT / "examples" / "tiny-data", tmp_path / "tiny-data")
-    data = yaml.safe_load(TINY.read_text())
-    data["root"] = str(tmp_path / "runs")
-    if edit:
-        edit(data)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def states(study_dir: Path) -> dict[str, dict]:

@@ -1,7 +1,6 @@
 """Dispatch to a real single-node Slurm (scripts/slurm/start.sh) with an MLflow server that jobs reach
 over HTTP: a whole study DONE in chunked arrays, idempotent resubmission checked through sacct,
 preemption with `scancel --signal=USR2`, a failing cell retried alone."""
-import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +13,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from fixtures_data import tiny_copy as study_copy
+from mlflow_server import MlflowServer
 from slurm_cluster import SlurmUnavailable, ensure_slurm, sacct_jobs, squeue_ids, wait_for_empty_queue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,24 +33,8 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("tests_mlflow_server_slurm",
-                                                  Path(__file__).with_name("mlflow_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    with module.MlflowServer(tmp_path_factory.mktemp("mlflow")) as srv:
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as srv:
         yield srv
-
-
-def study_copy(tmp_path: Path, edit=None) -> Path:
-    shutil.copytree(ROOT / "examples" / "tiny-data", tmp_path / "tiny-data")
-    data = yaml.safe_load(TINY.read_text())
-    data["root"] = str(tmp_path / "runs")
-    if edit:
-        edit(data)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def launch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

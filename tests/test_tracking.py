@@ -2,7 +2,6 @@
 a server outage in the middle of a run, idempotent sync, and no secrets in anything logged."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,17 +23,7 @@ TOKEN = "tok3n-value"
 KEYS = ("step", "flops", "loss", "lr", "tokens_per_second")
 
 
-def _load_helper():
-    """tests/mlflow_server.py, loaded by path: tests/ is not a package."""
-    spec = importlib.util.spec_from_file_location("tests_mlflow_server",
-                                                  Path(__file__).with_name("mlflow_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mlflow_server = _load_helper()
+import mlflow_server  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,9 @@ def test_preempt_three_times_bitwise(tmp_path, corpus):
 
     run = tmp_path / "pre"
     run.mkdir()
-    study = write_study(run, tiny_study(run, corpus, "llama", tokens=tokens, checkpoint_every_tokens=100000))
+    tracked = tiny_study(run, corpus, "llama", tokens=tokens, checkpoint_every_tokens=100000)
+    tracked["tracking"] = {"enabled": True}        # the embedded SQLite store in the study dir
+    study = write_study(run, tracked)
     rng = random.Random(7)
     interrupts = 0
     total_steps = math.ceil(tokens / 256)
@@ -127,6 +129,12 @@ def test_preempt_three_times_bitwise(tmp_path, corpus):
     ref_lines = [json.loads(l) for l in _metrics(ref_dir)]
     assert [l["step"] for l in lines if "loss" in l] == list(range(1, total_steps + 1))
     assert [l["loss"] for l in lines if "loss" in l] == [l["loss"] for l in ref_lines if "loss" in l]
+    # MLflow holds one run for the cell, the one result.json names, finished
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{d.parent}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == res["mlflow_run_id"] and runs[0].info.status == "FINISHED"
+    assert max(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == tokens
 
 
 def _metrics(base: Path) -> list[str]:

@@ -1,6 +1,5 @@
 """The training cell mirrored to a real `mlflow server` on 127.0.0.1: params, metrics stepped by tokens,
 one run across a preemption, and a server outage mid-run repaired by `launch.py sync`."""
-import importlib.util
 import json
 import os
 import signal
@@ -14,23 +13,15 @@ import yaml
 from mlflow import MlflowClient
 
 from fixtures_data import make_corpus, tiny_study
+from mlflow_server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def _server_module():
-    spec = importlib.util.spec_from_file_location("tests_mlflow_server_train",
-                                                  Path(__file__).with_name("mlflow_server.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with _server_module().MlflowServer(tmp_path_factory.mktemp("mlflow")) as srv:
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as srv:
         yield srv
 
 
