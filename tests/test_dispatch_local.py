@@ -96,3 +96,36 @@ def test_code_snapshot_is_reused_and_isolated(tmp_path):
     b = snapshot_code(tmp_path)
     assert a == b and (a / "scaling" / "train.py").read_bytes() == (ROOT / "scaling" / "train.py").read_bytes()
     assert (a / "launch.py").exists() and (a / "sweeps" / "cell_job.py").exists()
+
+
+def test_cancel_then_resume(tmp_path, cli):
+    def edit(d):
+        d["families"]["ladder"]["members"] = {"d16": d["families"]["ladder"]["members"]["d16"]}
+        d["grid"] = {"tokens": [600000]}
+        d["training"]["log_every"] = 1
+        d["tracking"] = {"enabled": False}
+    study = tiny_copy(tmp_path, edit)
+    assert cli("submit", str(study)).returncode == 0
+    study_dir = tmp_path / "runs" / "tiny"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        lines = [l for p in study_dir.glob("*/metrics.jsonl") for l in p.read_text().splitlines() if l.strip()]
+        if lines and json.loads(lines[-1])["step"] >= 20:
+            break
+        time.sleep(0.2)
+    res = cli("cancel", str(study))
+    assert res.returncode == 0 and "cancelled 1 cell(s)" in res.stdout, res.stdout + res.stderr
+    deadline = time.time() + 120
+    while time.time() < deadline:                      # the cell checkpoints on SIGTERM and stops
+        (s,) = states(study_dir).values()
+        if s.get("interrupted") and "INTERRUPTED" in cli("status", str(study)).stdout:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"not interrupted: {states(study_dir)}")
+    again = cli("submit", str(study))
+    assert "submit (resume)" in again.stdout, again.stdout
+    (final,) = wait_all(study_dir, 1, attempts=2).values()
+    assert final["state"] == "DONE" and final["attempts"] == 2
+    (key,) = states(study_dir)
+    assert json.loads((study_dir / key / "result.json").read_text())["tokens"] == 600000
