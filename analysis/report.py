@@ -18,7 +18,7 @@ import numpy as np
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
 from analysis.reference import SIMS_FIGURE1
-from analysis.study_fits import fit_study, metric_name, refused, study_json
+from analysis.study_fits import fit_study, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
 CAPTIONS = {

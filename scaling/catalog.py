@@ -7,7 +7,7 @@ its embedding to 151,936 rows while its tokenizer holds 151,665 tokens).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 

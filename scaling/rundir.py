@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 STATES = ("PENDING", "RUNNING", "DONE", "FAILED")
 
@@ -78,9 +78,3 @@ def trim_metrics(run_dir: Path, last_step: int) -> None:
     tmp = path.with_name(".metrics.jsonl.tmp")
     tmp.write_text("".join(json.dumps(m) + "\n" for m in keep))
     os.replace(tmp, path)
-
-
-def iter_run_dirs(study_dir: Path) -> Iterable[Path]:
-    for p in sorted(Path(study_dir).iterdir()):
-        if (p / "spec.json").is_file():
-            yield p

@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, rundir
 from .data import prepare
-from .errors import InputError
+from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
 from .schedule import lr_at, warmup_steps
@@ -56,21 +55,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def _short(n: float) -> str:
-    for div, suf in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suf}"
-    return f"{n:.0f}"
 
 
 def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
@@ -106,7 +90,6 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
 
     run_dir = Path(run_dir)
     spec = RunSpec.load(run_dir / "spec.json")
-    tr = spec.training
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
     main = acc.is_main_process
@@ -272,8 +255,8 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                         "lr": sched.get_last_lr()[0], "tokens_per_second": tps,
                         "tokens_text": by_modality["text"], "tokens_speech": by_modality["speech"], "time": now}
                 eta = (spec.tokens - tokens_done) / max(tps, 1e-9)
-                say(f"step {step}/{total_steps} | tokens {_short(tokens_done)}/{_short(spec.tokens)} | "
-                    f"loss {last_loss:.4f} | lr {line['lr']:.2e} | {_short(tps)} tok/s | ETA {_fmt_time(eta)}")
+                say(f"step {step}/{total_steps} | tokens {short_count(tokens_done)}/{short_count(spec.tokens)} | "
+                    f"loss {last_loss:.4f} | lr {line['lr']:.2e} | {short_count(tps)} tok/s | ETA {duration(eta)}")
             if next_eval is not None and tokens_done >= next_eval and step < total_steps:
                 line = line or {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time()}
                 line.update(evaluate_streams())
@@ -328,6 +311,6 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
         rundir.update_state(run_dir, "DONE", interrupted=False)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # model/ holds the final weights
         say(f"{spec.key}: DONE | {tokens_done:,} tokens | loss {last_loss:.4f} | "
-            + " ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" | {_fmt_time(wall)}")
+            + " ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" | {duration(wall)}")
     acc.wait_for_everyone()
     return "DONE"

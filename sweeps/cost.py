@@ -6,7 +6,6 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from scaling.spec import RunSpec
 

@@ -6,6 +6,7 @@ parameter (always D / N_total).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def variants(study: Study) -> list[Variant]:
             "eval": dataclasses.asdict(study.eval)}
     for name, overrides in study.grid.variants.items():
         where = f"{study.source}: grid.variants.{name}"
-        tree = {"data": _deepcopy(base["data"]), "training": dict(base["training"]), "eval": _deepcopy(base["eval"])}
+        tree = copy.deepcopy(base)
         init = setup = None
         for dotted, value in overrides.items():
             head = dotted.split(".")[0]
@@ -82,14 +83,6 @@ def variants(study: Study) -> list[Variant]:
             raise StudyError(f"{study.source}: {e}") from None
         out.append(Variant(name, data, training, ev, init, setup))
     return out
-
-
-def _deepcopy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _deepcopy(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_deepcopy(v) for v in tree]
-    return tree
 
 
 @dataclass

@@ -10,21 +10,11 @@ import hashlib
 import json
 from typing import Any
 
+from scaling.fmt import short_count
+
 
 def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def short_count(n: float) -> str:
-    """1360000000 -> '1.36B'; three significant digits, k / M / B / T suffixes."""
-    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            value = n / div
-            text = f"{value:.3g}"
-            if "e" in text:  # 1000B and up
-                text = f"{value:.0f}"
-            return text + suffix
-    return f"{n:.0f}"
 
 
 class KeyHasher:

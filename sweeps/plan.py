@@ -8,6 +8,7 @@ from scaling.spec import RunSpec
 from .cost import CostBasis, estimate
 from .grid import expand
 from .keys import short_count
+from .table import format_table
 from .study import Study
 
 
@@ -62,15 +63,6 @@ def cell_rows(plan: Plan) -> list[dict]:
     return out
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def format_plan(plan: Plan) -> str:
     """The human table and totals."""
     show_variant = any(c.variant for c in plan.cells)
@@ -83,7 +75,7 @@ def format_plan(plan: Plan) -> str:
                 f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}", c.key]
         rows.append(row)
     first_num = 5 if show_variant else 4
-    table = _table(header, rows, set(range(first_num, first_num + 6)))
+    table = format_table(header, rows, set(range(first_num, first_num + 6)))
     ex = plan.study.executor
     gpu = ex.gpu_type if ex.peak_tflops is None else f"{ex.gpu_type} ({ex.peak_tflops:g} TFLOP/s)"
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "

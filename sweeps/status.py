@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Optional
 
 from scaling import rundir
+from scaling.fmt import duration
 
 from . import scheduler
 from .grid import expand
 from .keys import short_count
-from .plan import _table
+from .table import format_table
 from .study import Study
 
 
@@ -81,20 +82,12 @@ def collect(study: Study) -> list[CellStatus]:
     return rows
 
 
-def _eta(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
 def format_status(rows: list[CellStatus]) -> str:
     header = ["key", "state", "attempts", "job", "tokens", "budget", "loss", "tok/s", "ETA"]
-    table = _table(header, [[r.key, r.state, str(r.attempts), r.job_id or "-", short_count(r.tokens),
+    table = format_table(header, [[r.key, r.state, str(r.attempts), r.job_id or "-", short_count(r.tokens),
                              short_count(r.budget), f"{r.loss:.4f}" if r.loss is not None else "-",
                              short_count(r.tokens_per_second) if r.tokens_per_second else "-",
-                             _eta(r.eta_seconds)] for r in rows], {2, 4, 5, 6, 7, 8})
+                             duration(r.eta_seconds) if r.eta_seconds is not None else "-"] for r in rows], {2, 4, 5, 6, 7, 8})
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1

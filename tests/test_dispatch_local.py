@@ -1,12 +1,9 @@
 """Dispatch through submitit's local and debug executors: every cell DONE, idempotent resubmission,
 failures retried within the limit, dry runs that write nothing."""
 import json
-import shutil
 import time
 from pathlib import Path
 
-import pytest
-import yaml
 
 from fixtures_data import tiny_copy
 

@@ -3,14 +3,12 @@ over HTTP: a whole study DONE in chunked arrays, idempotent resubmission checked
 preemption with `scancel --signal=USR2`, a failing cell retried alone."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from fixtures_data import tiny_copy as study_copy

@@ -1,7 +1,6 @@
 """Grid expansion, cell keys, budgets and cost against hand-computed values."""
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
