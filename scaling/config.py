@@ -71,7 +71,8 @@ class TrainingConfig:
     adam_eps: float = bounded(1e-8, gt=0)
     grad_clip: float = bounded(0.5, min=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    compile: Union[bool, Literal["auto"]] = "auto"
+    compile: Union[bool, Literal["auto"]] = "auto"      # auto: compile the decoder blocks on CUDA
+    doc_mask: Union[bool, Literal["auto"]] = "auto"     # attention inside each packed document; auto: on CUDA
     gradient_checkpointing: bool = False
     seed: int = bounded(0, min=0)
     log_every: int = bounded(10, min=1)             # optimiser steps between metric lines

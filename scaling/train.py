@@ -20,10 +20,10 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, rundir
 from .data import prepare
+from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
@@ -82,6 +82,10 @@ def _precision(spec: RunSpec, cuda: bool) -> str:
     return "no"
 
 
+def _auto(value, cuda: bool) -> bool:
+    return cuda if value == "auto" else bool(value)
+
+
 def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None) -> str:
     """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
 
@@ -124,6 +128,64 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     return status
 
 
+class _LazyLoss:
+    """A loss still on the device; read (one sync) only when logged or saved."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value.detach()
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+def _to_device(array: np.ndarray, device) -> torch.Tensor:
+    t = torch.from_numpy(array)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def loss_model(lm, eos_id: int, tr, device) -> LossModel:
+    """The causal LM set up for training as `tr` asks: checkpointed activations, compiled blocks, fused
+    head + loss, and (on CUDA by default) attention inside each packed document."""
+    cuda = device.type == "cuda"
+    if tr.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    compiled, doc_mask = _auto(tr.compile, cuda), _auto(tr.doc_mask, cuda)
+    if compiled:
+        compile_blocks(lm)
+    model = LossModel(lm, eos_id, doc_mask=doc_mask, flex=cuda, compiled_loss=compiled)
+    model.compiled = compiled
+    return model
+
+
+def make_optimizer(params, tr) -> torch.optim.Optimizer:
+    # fused: one kernel per step, on CPU as on GPU (torch >= 2.4)
+    return torch.optim.AdamW(params, lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), eps=tr.adam_eps,
+                             weight_decay=tr.weight_decay, fused=True)
+
+
+def optimizer_step(acc, model, opt, sched, micro: list, step_labels: int, grad_clip: float) -> torch.Tensor:
+    """One optimiser step over the micro-batches `[(x, y), ...]` (numpy, this rank's share); returns the
+    summed loss on the device (no sync). The gradient is d(sum of CE) / step_labels: every label of the
+    global step weighs the same, however the micro-batches and ranks split them."""
+    world, device = acc.num_processes, acc.device
+    loss_sum = torch.zeros((), device=device)
+    for m, (x, y) in enumerate(micro):
+        x_t, y_t = _to_device(x, device), _to_device(y, device)
+        sync = nullcontext() if m == len(micro) - 1 else acc.no_sync(model)
+        with sync, acc.autocast():
+            ce = model(x_t, y_t)
+            acc.backward(ce * world / step_labels)  # x world undoes DDP's gradient mean
+        loss_sum += ce.detach()
+    if grad_clip > 0:
+        acc.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str:
     tr, ev = spec.training, spec.eval
     T, mb, world = tr.context, tr.micro_batch, acc.num_processes
@@ -134,17 +196,15 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     vocab = build_vocab(spec.setup, spec.vocab_rows, spec.data.units, spec.tokenizer)
     cache = Path(spec.data.cache_dir) if spec.data.cache_dir else run_dir.parent / "cache"
     data = prepare(vocab, spec.data, T, tr.seed, ev.val_tokens, cache)
-    model = build_model(spec)
-    if tr.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    lm = build_model(spec)
+    model = loss_model(lm, vocab.eos_id, tr, device)
+    compiled, doc_mask, fused_head = model.compiled, model.doc_mask, model.fused_head
     accum = max(1, round(tr.batch_tokens / (mb * T * world)))
     seqs_per_step = mb * accum * world
     step_tokens = seqs_per_step * T
     total_steps = math.ceil(spec.tokens / step_tokens)
     warm = warmup_steps(total_steps, tr.warmup)
-    fused = {"fused": True}  # one kernel per step, on CPU as on GPU (torch >= 2.4)
-    opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), eps=tr.adam_eps,
-                            weight_decay=tr.weight_decay, **fused)
+    opt = make_optimizer(model.parameters(), tr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_at(s, total_steps, warm, tr.lr, tr.min_lr, tr.schedule) / tr.lr)
     model, opt = acc.prepare(model, opt)
@@ -156,7 +216,9 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
         f"(embedding {p.embedding:,}, head {p.output_head:,}, non-embedding {p.nonembedding:,}, new rows "
         f"{p.new_rows}) | budget {spec.tokens:,} tokens ({spec.tokens_per_param:.3g}/param, "
         f"{spec.flops:.3g} FLOPs {spec.flops_convention}) | {total_steps} steps x {step_tokens:,} tokens "
-        f"(micro-batch {mb} x {T} x accum {accum} x {world} proc) | {device} {acc.mixed_precision}")
+        f"(micro-batch {mb} x {T} x accum {accum} x {world} proc) | {device} {acc.mixed_precision}"
+        f"{' compiled' if compiled else ''}{' doc-mask' if doc_mask else ''}"
+        f"{' fused-head' if fused_head else ''}")
 
     # --- resume
     step, tokens_done, seq_index, wall_before = 0, 0, 0, 0.0
@@ -166,7 +228,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     ck = checkpoint.latest(run_dir)
     if ck is not None:
         state = checkpoint.load(ck)
-        acc.unwrap_model(model).load_state_dict(state["model"])
+        acc.unwrap_model(model).lm.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
@@ -182,14 +244,15 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
         acc.wait_for_everyone()
         if acc.is_main_process:
             checkpoint.save(run_dir, step, {
-                "model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+                "model": acc.unwrap_model(model).lm.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(), "step": step,
                 "tokens": tokens_done, "seq_index": seq_index, "pos": pos, "by_modality": by_modality,
-                "wall": wall_before + (time.time() - t_start), "last_loss": last_loss}, tr.keep_checkpoints)
+                "wall": wall_before + (time.time() - t_start), "last_loss": float(last_loss)}, tr.keep_checkpoints)
 
     def evaluate_streams() -> dict[str, float]:
         model.eval()
-        out = {f"val_loss/{s}": val_loss(model, data.val_windows(s, ev.val_tokens), device, mb) for s in data.shares}
+        with standard_forward(lm):
+            out = {f"val_loss/{s}": val_loss(lm, data.val_windows(s, ev.val_tokens), device, mb) for s in data.shares}
         model.train()
         return out
 
@@ -219,38 +282,24 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                         xs.append(window[:-1])
                         ys.append(y)
                 micro.append((np.stack(xs), np.stack(ys)))
-            loss_sum = torch.zeros((), device=device)
-            for m, (x, y) in enumerate(micro):
-                x_t = torch.from_numpy(x).to(device)
-                y_t = torch.from_numpy(y).to(device)
-                sync = nullcontext() if m == accum - 1 else acc.no_sync(model)
-                with sync, acc.autocast():
-                    logits = model(input_ids=x_t).logits
-                    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y_t.reshape(-1),
-                                         ignore_index=-100, reduction="sum")
-                    # sum over the step's labels / their count; x world undoes DDP's gradient mean
-                    acc.backward(ce * world / step_labels)
-                loss_sum += ce.detach()
+            loss_sum = optimizer_step(acc, model, opt, sched, micro, step_labels, tr.grad_clip)
+            for x, y in micro:
                 labels = y[y != -100]
                 mods = vocab.modality_of(labels)
                 by_modality["text"] += int((mods == 0).sum())
                 by_modality["speech"] += int((mods == 1).sum())
                 by_modality["special"] += int((mods == 2).sum())
-            if tr.grad_clip > 0:
-                acc.clip_grad_norm_(model.parameters(), tr.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
             tokens_done += step_labels
             tokens_window += step_labels
-            last_loss = float(acc.reduce(loss_sum, reduction="sum")) / step_labels
+            last_loss = _LazyLoss(acc.reduce(loss_sum, reduction="sum") / step_labels)  # no GPU sync per step
 
             line = None
             if step % tr.log_every == 0 or step == total_steps:
                 now = time.time()
                 tps = tokens_window / max(now - t_window, 1e-9)
                 t_window, tokens_window = now, 0
+                last_loss = float(last_loss)
                 line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "loss": last_loss,
                         "lr": sched.get_last_lr()[0], "tokens_per_second": tps,
                         "tokens_text": by_modality["text"], "tokens_speech": by_modality["speech"], "time": now}
@@ -276,21 +325,24 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                 save_checkpoint()
 
     # --- the end: held-out loss per stream, benchmarks, result.json
+    last_loss = float(last_loss)
     wall = wall_before + (time.time() - t_start)
     final = evaluate_streams()
     scores = {}
-    unwrapped = acc.unwrap_model(model)
+    unwrapped = acc.unwrap_model(model).lm
     unwrapped.eval()
-    for b in ev.benchmarks:
-        pairs = read_pairs(b.manifest, spec.data.units)
-        scores[b.name] = pair_accuracy(unwrapped, vocab, pairs, b.prompt_marker, device)
+    with standard_forward(unwrapped):
+        for b in ev.benchmarks:
+            pairs = read_pairs(b.manifest, spec.data.units)
+            scores[b.name] = pair_accuracy(unwrapped, vocab, pairs, b.prompt_marker, device)
     if acc.is_main_process:
         end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time(), **final,
                     **{f"eval/{k}": v for k, v in scores.items()}}
         rundir.append_metrics(run_dir, end_line)
         if mirror is not None:
             mirror.log_record(end_line)
-        unwrapped.save_pretrained(run_dir / "model")
+        with standard_forward(unwrapped):
+            unwrapped.save_pretrained(run_dir / "model")
         vocab.save(run_dir / "model")
         result = {
             "key": spec.key, "study": spec.study, "family": spec.family, "member": spec.member,
@@ -305,6 +357,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
             "eval": scores, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
             "device": str(device), "precision": acc.mixed_precision, "world_size": world,
+            "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }
         rundir.write_json(run_dir / "result.json", result)

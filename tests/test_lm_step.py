@@ -1,0 +1,130 @@
+"""The fast training step (issue 7) on CPU: the fused head + cross-entropy and the document masks compute
+exactly what the plain model does, checked against brute force; the compiled path runs in a real cell.
+The speed figures need a GPU: bench/gpu_throughput.py."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from fixtures_data import make_corpus, tiny_study
+
+from scaling.linear_ce import chunk_tokens, linear_cross_entropy
+from scaling.lm_step import LossModel, compile_blocks, doc_layout, standard_forward
+
+EOS = 5
+
+
+def _lm(vocab=300, tied=True, seed=0):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=tied)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+
+
+def _batch(vocab=300, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(EOS + 1, vocab, (3, 48), generator=g)
+    x[0, 10] = x[0, 30] = EOS        # three documents
+    x[1, 0] = EOS                    # a document that starts at position 1
+    x[2, 47] = EOS                   # one document, eos last
+    y = torch.randint(0, vocab, (3, 48), generator=g)
+    y[1, 5:9] = -100                 # masked labels (the budget's last step)
+    return x, y
+
+
+@pytest.mark.parametrize("vocab,chunk", [(300, 32), (300, 1000), (384, 7)])
+def test_linear_cross_entropy_equals_full_logits(vocab, chunk):
+    torch.manual_seed(0)
+    h = torch.randn(100, 64, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(vocab, 64, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, vocab, (100,))
+    labels[[3, 50]] = -100
+    ref = F.cross_entropy(h @ w.t(), labels, ignore_index=-100, reduction="sum")
+    gh, gw = torch.autograd.grad(ref, (h, w))
+    out = linear_cross_entropy(h, w, labels, chunk=chunk)
+    oh, ow = torch.autograd.grad(out * 3.0, (h, w))                          # upstream gradient is applied
+    assert torch.allclose(out, ref, rtol=1e-10)
+    assert torch.allclose(oh, 3 * gh, rtol=1e-9, atol=1e-10)
+    assert torch.allclose(ow, 3 * gw, rtol=1e-9, atol=1e-10)
+    with torch.no_grad():                                                   # evaluation path, no gradients kept
+        assert torch.allclose(linear_cross_entropy(h, w, labels, chunk=chunk), ref, rtol=1e-10)
+
+
+def test_chunk_size_keeps_logits_bounded():
+    assert chunk_tokens(152_438) == 4096           # Qwen2.5 + 502 rows: 2.5 GB of bf16 logits and gradient
+    assert chunk_tokens(1_000) == 16384 and chunk_tokens(10 ** 7) == 1024
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fused_head_matches_model_logits(tied):
+    lm = _lm(tied=tied)
+    x, y = _batch()
+    full = LossModel(lm, EOS, fused_head=False)(x, y)
+    g_full = torch.autograd.grad(full, list(lm.parameters()))
+    model = LossModel(lm, EOS, fused_head=True)
+    assert model.fused_head
+    fused = model(x, y)
+    g_fused = torch.autograd.grad(fused, list(lm.parameters()))
+    ref = F.cross_entropy(lm(input_ids=x).logits.reshape(-1, 300), y.reshape(-1), ignore_index=-100, reduction="sum")
+    assert abs(fused.item() - ref.item()) < 1e-3 and abs(full.item() - ref.item()) < 1e-3
+    assert max((a - b).abs().max().item() for a, b in zip(g_full, g_fused)) < 1e-5
+
+
+def test_doc_mask_equals_each_document_alone():
+    lm = _lm()
+    x, y = _batch()
+    packed = LossModel(lm, EOS, doc_mask=True)(x, y)
+    doc, pos = doc_layout(x, EOS)
+    assert pos[0, :12].tolist() == list(range(11)) + [0]       # positions restart after each eos
+    with standard_forward(lm):                                 # the plain model, one document at a time
+        total = 0.0
+        for b in range(x.shape[0]):
+            for d in doc[b].unique():
+                sel = (doc[b] == d).nonzero().squeeze(-1)
+                logits = lm(input_ids=x[b, sel][None]).logits
+                total += F.cross_entropy(logits[0], y[b, sel], ignore_index=-100, reduction="sum").item()
+    assert abs(packed.item() - total) < 1e-3
+    causal = LossModel(lm, EOS, doc_mask=False)(x, y)
+    assert abs(causal.item() - total) > 1e-2                   # without the mask, attention crosses documents
+
+
+def test_standard_forward_restores_attention_for_saving(tmp_path):
+    lm = _lm()
+    LossModel(lm, EOS, doc_mask=True)
+    assert lm.config._attn_implementation == "slm_doc"
+    with standard_forward(lm):
+        lm.save_pretrained(tmp_path / "m")
+    assert lm.config._attn_implementation == "slm_doc"
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "m")       # loads in a process that never registered it
+
+
+def test_compiled_cell_trains_on_cpu(tmp_path, cli):
+    """The compiled, document-masked path runs end to end on CPU and matches the eager step."""
+    lm = _lm()
+    x, y = _batch()
+    eager = LossModel(lm, EOS, doc_mask=True)(x, y).item()
+    assert compile_blocks(lm) == 2
+    compiled = LossModel(lm, EOS, doc_mask=True, compiled_loss=True)(x, y)
+    compiled.backward()
+    assert abs(compiled.item() - eager) < 1e-3
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lm.parameters())
+
+    corpus = make_corpus(tmp_path / "corpus", n_utts=60, n_text=60)
+    data = tiny_study(tmp_path, corpus, "llama", tokens=4096)
+    data["training"].update(compile=True, doc_mask=True)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    res = cli("train", str(tmp_path / "study.yaml"), "--cell", "tiny")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (run,) = [p for p in (tmp_path / "runs" / "t").iterdir() if (p / "result.json").exists()]
+    result = json.loads((run / "result.json").read_text())
+    assert result["compiled"] and result["doc_mask"] and result["fused_head"]
+    assert result["tokens"] == 4096
+    assert all(v == v and v < 20 for v in result["val_loss"].values())
