@@ -1,10 +1,14 @@
 """The cell's model: a TextLM member loaded and extended (init: textlm) or built from its config
-(init: random), with the embedding sized to the cell's vocabulary rows."""
+(init: random), with the embedding sized to the cell's vocabulary rows.
+
+TextLM weights come from an HF id, a local folder, or a GGUF file (a folder converted by
+`scaling.members.gguf_folder`, or a .gguf path): transformers dequantises GGUF tensors to fp32."""
 from __future__ import annotations
 
 import torch
 
 from .errors import InputError
+from .members import file_sha256, gguf_source
 from .params import build_config
 from .spec import RunSpec
 
@@ -20,6 +24,48 @@ def _reinit_embeddings(model, std: float, seed: int) -> None:
             out.weight.copy_(torch.randn(out.weight.shape, generator=gen) * std)
 
 
+def load_textlm(weights: str, where: str):
+    """The TextLM at `weights` (HF id, local folder, converted GGUF folder or .gguf file), in fp32."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = gguf_source(weights)
+    if gguf is None:
+        try:
+            return AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+        except OSError as e:
+            raise InputError(f"{where}: cannot load TextLM weights from {weights!r} "
+                             f"({str(e).splitlines()[0]})") from None
+    path, marker = gguf
+    if not path.is_file():
+        raise InputError(f"{where}: the GGUF file {str(path)!r} that {weights!r} was converted from is gone; "
+                         "expected it at that path (plan the study again to point at a new copy)")
+    if "sha256" in marker and file_sha256(path) != marker["sha256"]:
+        raise InputError(f"{where}: {str(path)!r} changed since {weights!r} was converted from it "
+                         "(SHA-256 differs); plan the study again")
+    try:
+        import gguf as _  # noqa: F401
+    except ImportError:
+        raise InputError(f"{where}: loading {path.name} needs the `gguf` package (pip install gguf)") from None
+    extra = {}
+    try:  # transformers >= 5 may keep GGUF blocks packed (not trainable): ask for plain fp32 tensors
+        from transformers import GgufConfig
+
+        extra["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # older transformers always dequantise
+        pass
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                     **extra)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{where}: cannot load TextLM weights from {str(path)!r} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        # dense fp32 weights now: drop the GGUF quantizer, which would refuse save_pretrained
+        quantizer.remove_quantization_config(model)
+    return model
+
+
 def build_model(spec: RunSpec):
     """The model to train, in fp32 (mixed precision happens in the loop)."""
     from transformers import AutoModelForCausalLM
@@ -30,12 +76,9 @@ def build_model(spec: RunSpec):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:
         if not spec.weights:
-            raise InputError(f"{spec.key}: init textlm needs the member's weights (an HF id or local folder)")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(spec.weights, dtype=torch.float32)
-        except OSError as e:
-            raise InputError(f"{spec.key}: cannot load TextLM weights from {spec.weights!r} "
-                             f"({str(e).splitlines()[0]})") from None
+            raise InputError(f"{spec.key}: init textlm needs the member's weights (an HF id, local folder or "
+                             ".gguf file)")
+        model = load_textlm(spec.weights, spec.key)
         if model.get_input_embeddings().weight.shape[0] != spec.arch["vocab_size"]:
             raise InputError(f"{spec.key}: weights at {spec.weights!r} have "
                              f"{model.get_input_embeddings().weight.shape[0]} embedding rows, the planned config "
