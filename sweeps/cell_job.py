@@ -7,19 +7,56 @@ from the newest checkpoint in the run dir: resume is keyed to the run dir, never
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Iterator, Optional
 
 import submitit
 
 
+@contextlib.contextmanager
+def _slot(folder: Optional[str], count: int) -> Iterator[None]:
+    """Hold one of `count` lock-file slots in `folder` for the block (no folder: no limit).
+
+    The local executor starts every job at once; slots make at most `count` cells train at a time on
+    one machine while the others wait before importing torch (a few MB each)."""
+    if not folder or count < 1:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(count):
+            fd = os.open(os.path.join(folder, f"slot-{i}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        time.sleep(0.5)
+
+
 class CellJob(submitit.helpers.Checkpointable):
-    def __init__(self, run_dir: str, threads: int = 0):
+    def __init__(self, run_dir: str, threads: int = 0, slots: Optional[str] = None, max_parallel: int = 0):
         self.run_dir = str(run_dir)
         self.threads = threads   # CPU threads for torch (the cell's cpus_per_task); 0 leaves torch's default
+        self.slots = slots       # local executor: lock-file folder capping the cells that train at once
+        self.max_parallel = max_parallel
 
     def __call__(self) -> dict:
+        with _slot(self.slots, self.max_parallel):
+            return self._run()
+
+    def _run(self) -> dict:
         from scaling import rundir
         from scaling.train import INTERRUPTED, train_cell
 
@@ -47,13 +84,13 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # the training state is already on disk in the run dir: requeue the same callable
-        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.threads))
+        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.threads, self.slots, self.max_parallel))
 
 
 class NoopCellJob:
     """Same shape as CellJob and does nothing: for measuring dispatch overhead (bench/submit_overhead.py)."""
 
-    def __init__(self, run_dir: str, threads: int = 0):
+    def __init__(self, run_dir: str, threads: int = 0, **_):
         self.run_dir = str(run_dir)
 
     def __call__(self) -> str:

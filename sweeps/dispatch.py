@@ -183,6 +183,13 @@ def make_executor(study: Study, kind: str, folder: Path):
     return executor
 
 
+def local_parallelism(array_parallelism: int, threads: int) -> int:
+    """Cells the local executor trains at once: the study's array_parallelism, at most one per
+    `threads` CPU cores of this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(array_parallelism, cores // max(threads, 1)))
+
+
 def _check_tracking(study: Study, kind: str) -> None:
     if kind == "slurm" and study.tracking.enabled and not (study.tracking.uri or "").startswith(("http://", "https://")):
         raise StudyError(f"{study.source}: tracking.uri: the slurm executor needs an MLflow server that jobs "
@@ -218,6 +225,10 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
     chunk = max(1, limit) if limit else len(to_run)
     executor = make_executor(study, kind, study_dir / "jobs")
     threads = study.executor.slurm.cpus_per_task
+    extra = {}
+    if kind == "local":  # every local job starts at once: cap how many train together (lock-file slots)
+        extra = {"slots": str(study_dir / "jobs" / "slots"),
+                 "max_parallel": local_parallelism(study.executor.slurm.array_parallelism, threads)}
     with _in_dir(report.snapshot), _detached_output(kind):
         for start in range(0, len(to_run), chunk):
             part = to_run[start:start + chunk]
@@ -227,7 +238,7 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
             else:
                 with executor.batch():
                     for _, rd in part:
-                        jobs.append(executor.submit(job_class(str(rd), threads)))
+                        jobs.append(executor.submit(job_class(str(rd), threads, **extra)))
             report.arrays += 1
             for (key, rd), job in zip(part, jobs):
                 report.job_ids[key] = str(job.job_id)

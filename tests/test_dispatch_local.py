@@ -32,6 +32,7 @@ def test_local_executor_idempotent(tmp_path, cli):
         d["grid"]["flops"] = [5.0e9]
         d["grid"]["textless_twin"] = False
         d["executor"]["max_retries"] = 1
+        d["executor"]["slurm"]["array_parallelism"] = 1     # the local executor trains one cell at a time
     study = tiny_copy(tmp_path, edit)
     dry = cli("submit", str(study), "--dry-run")
     assert dry.returncode == 0 and "would submit 6 of 6 cells" in dry.stdout, dry.stderr
@@ -46,9 +47,14 @@ def test_local_executor_idempotent(tmp_path, cli):
     assert len(broken) == 3 and all("missing.jsonl" in final[k]["error"] for k in broken)
     done = {k for k, v in final.items() if v["state"] == "DONE"}
     assert len(done) == 3
+    spans = []
     for k in done:
         result = json.loads((study_dir / k / "result.json").read_text())
         assert result["tokens"] == result["tokens_budget"]
+        times = [json.loads(l)["time"] for l in (study_dir / k / "metrics.jsonl").read_text().splitlines()]
+        spans.append((min(times), max(times)))
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans     # never two cells training at once
     # MLflow (the embedded SQLite store in the study dir) holds one run per finished cell
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{study_dir}/mlflow.db")
