@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from . import ce_kernel
+
 IGNORE = -100
 
 
@@ -72,7 +74,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         fn = _chunk_fn(compiled)
         for start in range(0, h.shape[0], chunk):
             hc = h[start:start + chunk]
-            part, g = fn(hc @ w.t(), labels[start:start + chunk], V)
+            logits = hc @ w.t()
+            if ce_kernel.available(logits):   # one pass, gradient written over the logits
+                part, g = ce_kernel.loss_and_grad_inplace(logits, labels[start:start + chunk], V)
+            else:
+                part, g = fn(logits, labels[start:start + chunk], V)
             loss += part
             g = g.to(dtype)
             grads_h.append(g @ w)
