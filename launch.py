@@ -108,6 +108,16 @@ def cmd_tracking_server(args: argparse.Namespace) -> None:
     serve(_study(args), host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from sweeps.ui import command_line, open_ui
+
+    study = _study(args)
+    if args.print_command:
+        print(command_line(study, host=args.host, port=args.port))
+        return 0
+    return open_ui(study, host=args.host, port=args.port, browser=not args.no_browser)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from analysis.commands import report_study
     from scaling.tracking import default_uri
@@ -136,11 +146,41 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     print(json.dumps(rec, indent=1, default=str) if args.json else format_recommendation(rec))
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from sweeps.tune import format_result, tune
+
+    study = _study(args)
+    if args.storage:
+        study.tune.storage = args.storage
+    try:
+        print(format_result(tune(study, members=args.member, trials=args.trials, kind=args.executor,
+                                 tokens=args.tokens, log=lambda line: print(line, flush=True))))
+    except KeyboardInterrupt:
+        print("interrupted: dispatched trials keep running; `tune` again continues the study", file=sys.stderr)
+        return 130
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from sweeps.demo import DEFAULT_STUDY, run_demo
+
+    run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="slm-scaling",
         description="Scaling-law studies of interleaved speech-text language models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="the whole tool at micro scale on this CPU: data, TextLM family, study, report",
+                       description="Generate stories, speak them with eSpeak into 25 Hz units, write the evaluation "
+                                   "pairs, pretrain a micro TextLM family on text, train the study's interleaved "
+                                   "SLMs (initialised from that family) and their textless twins on an IsoFLOP grid "
+                                   "through the local executor (MLflow: SQLite in the study dir), and write the "
+                                   "report that compares them. Every finished stage and cell is reused when run "
+                                   "again. Ends with where the report is and the command that opens the MLflow UI.")
+    p.add_argument("--study", help="study file (default examples/micro.yaml; its data goes to <stem>-data/ beside it)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plan", help="print a study's cells: parameters, tokens, FLOPs, GPU-hours",
                        description="Validate a study file and print its grid of cells with exact parameter "
@@ -222,6 +262,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tracking_server)
+
+    p = sub.add_parser("ui", help="open the study's MLflow experiment in the MLflow UI",
+                       description="Start `mlflow ui` on the study's tracking store (the SQLite file in the study "
+                                   "directory, or tracking.uri), bound to 127.0.0.1 unless --host says otherwise, "
+                                   "print the experiment's URL, open a browser, and wait (Ctrl-C stops it). When "
+                                   "tracking.uri is a server, print its experiment URL only.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--print-command", action="store_true", help="print the `mlflow ui` command and exit")
+    p.add_argument("--tracking-uri", help="override tracking.uri")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("tune", help="tune lr, warmup and batch size of small members with optuna",
+                       description="An optuna search (study `tune:` section: space, trials_per_batch, seed, "
+                                   "budget) per member: trials are cells at the tuning budget, asked in batches "
+                                   "and dispatched through the executors (local, Slurm, debug), pruned on "
+                                   "intermediate validation loss when eval.every_tokens is set, each an MLflow "
+                                   "run under a `tune-<member>` parent run (with optuna's plots). Storage: "
+                                   "sqlite:///<study dir>/optuna.db (or tune.storage / --storage); running it "
+                                   "again continues the same optuna study. Then fits lr_opt(N) = a N^b over the "
+                                   "tuned members into <study dir>/tuned.json, used by `lr: tuned`.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--member", action="append", help="member to tune (name or family/member; repeat for "
+                                                     "several; default tune.members)")
+    p.add_argument("--trials", type=int, help="finished trials per member to reach (default tune.trials)")
+    p.add_argument("--tokens", type=float, help="token budget per trial (default tune.tokens, else the "
+                                                "member's smallest budget in the grid)")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], help="override executor.kind")
+    p.add_argument("--storage", help="optuna storage URL (default tune.storage, else the study dir's optuna.db)")
+    p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_tune)
 
     for name in ("report", "recommend"):
         if name == "report":

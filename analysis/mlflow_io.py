@@ -23,6 +23,10 @@ from analysis.harvest import SPEC_KEYS, apply_labels, apply_result, empty_row, t
 FINAL_PREFIX = "final/"
 REPORT_RUN_NAME = "report"
 REPORT_TAG = ("kind", "report")
+CELL_KIND = "cell"          # cell runs carry kind=cell (older ones no kind); report / tune runs are skipped
+NOTE_TAG = "mlflow.note.content"   # the description the MLflow UI shows (runs and experiments)
+REPORT_LINE = "**Report**:"        # the experiment description's report line (scaling.tracking writes it too)
+MAX_NOTE = 8000                    # MLflow's limit on a run tag value
 RUN_DIR_TAG = "slm.run_dir"
 STATUS_TO_STATE = {"FINISHED": "DONE", "FAILED": "FAILED", "KILLED": "FAILED", "RUNNING": "RUNNING",
                    "SCHEDULED": "PENDING"}
@@ -87,8 +91,8 @@ def harvest_mlflow(uri: str, experiment: str):
     Labels come from the run tags (falling back to the spec params), numbers from the
     ``final/...`` metrics, the state from the run status (FINISHED -> DONE, FAILED/KILLED ->
     FAILED, RUNNING -> RUNNING). ``run_dir`` is the run's ``slm.run_dir`` tag, ``mlflow_run_id``
-    the run id, ``attempts`` is NaN (MLflow does not know it). Report runs (tag kind=report) are
-    skipped. Raises InputError when the experiment does not exist.
+    the run id, ``attempts`` is NaN (MLflow does not know it). Runs of another kind than cell (the
+    report run, tuning runs) are skipped. Raises InputError when the experiment does not exist.
     """
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -97,7 +101,7 @@ def harvest_mlflow(uri: str, experiment: str):
     rows = []
     for run in _search_all(client, exp.experiment_id):
         tags = run.data.tags
-        if tags.get(REPORT_TAG[0]) == REPORT_TAG[1]:
+        if tags.get(REPORT_TAG[0], CELL_KIND) != CELL_KIND:  # the report run, tuning runs
             continue
         params = {k: _param_value(v) for k, v in run.data.params.items()}
         state = STATUS_TO_STATE.get(run.info.status, "PENDING")
@@ -172,6 +176,28 @@ def _experiment_id(client, name: str, uri: str) -> str:
     return exp.experiment_id
 
 
+def _report_note(out: Path, fits: dict) -> str:
+    """The report run's description: report.md up to its figures section (the figures are artifacts),
+    cut to MLflow's tag limit."""
+    md = out / "report.md"
+    text = md.read_text(errors="replace") if md.is_file() else f"# {fits.get('title', 'Scaling report')}\n"
+    text = text.split("\n## Figures", 1)[0].rstrip()
+    text += "\n\nFigures, report.md, report.html and fits.json are this run's artifacts."
+    if len(text) > MAX_NOTE:
+        tail = "\n\n... (cut; the whole report is the artifact report.md)"
+        text = text[:MAX_NOTE - len(tail)] + tail
+    return text
+
+
+def _link_report(client, exp_id: str, run_id: str, experiment: str) -> None:
+    """Point the experiment description's report line at ``run_id`` (added when missing)."""
+    note = client.get_experiment(exp_id).tags.get(NOTE_TAG) or f"**slm-scaling study `{experiment}`**"
+    line = (f"{REPORT_LINE} [the newest report run](#/experiments/{exp_id}/runs/{run_id}) "
+            "(report.md, report.html, fits.json and the figures are its artifacts).")
+    paras = [p for p in note.split("\n\n") if not p.startswith(REPORT_LINE)]
+    client.set_experiment_tag(exp_id, NOTE_TAG, "\n\n".join(paras + [line]))
+
+
 def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     """Log a written report as a new MLflow run named ``report`` (tag kind=report); return its id.
 
@@ -180,6 +206,8 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     (params_col, loss_col, group_cols, groups, title) params. Each call creates a new run, so
     earlier reports stay browsable; the newest is the latest run tagged kind=report. The
     experiment is created if missing (for sqlite:/// stores with artifacts beside the database).
+    The run's description is report.md's text; the experiment description's report line then links
+    to this run.
     """
     from mlflow.entities import Metric, Param
 
@@ -191,7 +219,7 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     exp_id = _experiment_id(client, experiment, uri)
     run = client.create_run(exp_id, run_name=REPORT_RUN_NAME,
                             tags={REPORT_TAG[0]: REPORT_TAG[1], "study": str(experiment),
-                                  "mlflow.note.content": f"Scaling report: {fits.get('title', '')}"})
+                                  "n_runs": str(fits.get("n_runs", "?")), NOTE_TAG: _report_note(out, fits)})
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
@@ -208,4 +236,5 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+    _link_report(client, exp_id, run_id, str(experiment))
     return run_id

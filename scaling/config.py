@@ -59,9 +59,10 @@ class DataConfig:
 @dataclass
 class TrainingConfig:
     context: int = bounded(2048, min=8)
-    batch_tokens: int = bounded(131072, min=1)   # global batch; SIMS does not publish it (8 GPUs x 8 x 2048 assumed)
+    # global batch; SIMS does not publish it (8 GPUs x 8 x 2048 assumed). `tuned`: from <study>/tuned.json
+    batch_tokens: Union[int, Literal["tuned"]] = bounded(131072, min=1)
     micro_batch: int = bounded(8, min=1)
-    lr: float = bounded(5e-4, gt=0)
+    lr: Union[float, Literal["tuned"]] = bounded(5e-4, gt=0)   # `tuned`: a x N^b from <study>/tuned.json
     min_lr: float = bounded(5e-5, min=0)
     warmup: float = bounded(0.01, min=0, max=0.5)  # share of the optimiser steps
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -80,9 +81,10 @@ class TrainingConfig:
     keep_checkpoints: int = bounded(2, min=1)
 
     def check(self, path: str) -> None:
-        if self.min_lr > self.lr:
+        # `tuned` values are resolved per cell (sweeps.grid) before anything trains; min_lr then follows lr
+        if self.lr != "tuned" and self.min_lr > self.lr:
             raise ConfigError(f"{path}.min_lr", f"expected at most lr ({self.lr:g}), got {self.min_lr:g}")
-        if self.batch_tokens < self.context:
+        if self.batch_tokens != "tuned" and self.batch_tokens < self.context:
             raise ConfigError(f"{path}.batch_tokens",
                               f"expected at least one context of tokens ({self.context}), got {self.batch_tokens}")
 

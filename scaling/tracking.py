@@ -9,6 +9,20 @@ mirror that fell behind (or a run that never had one) can be completed later.
 `<run_dir>/mlflow.json` holds `{"run_id", "experiment_id", "uri", "behind"}` (the URI with credentials
 removed). A requeued or resumed job reads it and continues the same MLflow run.
 
+How a study looks in the MLflow UI (the dashboard contract):
+- one experiment per study, its description (`mlflow.note.content`) a summary of the grid written from
+  the study's run directories, with a link to the newest report run;
+- one run per cell, named by its key, tagged `kind=cell`, key, study, family, member, init, setup,
+  variant, flops_convention, tokens_budget, flops (3 significant digits: the IsoFLOP budget), params,
+  params_nonembedding, tokens_per_param, executor, job_id and `state` (RUNNING / DONE / FAILED /
+  INTERRUPTED, kept current by the mirror and by `sync`), its description the cell and, once done, its
+  result; filter with e.g. `tags.setup = 'textless' and tags.state = 'DONE'`;
+- other run kinds share the experiment: `kind=report` (the report run, figures as artifacts),
+  `kind=tune` / `kind=tune-trial` (tuning runs, trials nested under their parent by
+  `mlflow.parentRunId`);
+- metrics stepped by tokens seen: loss, lr, tokens_per_second, tokens_text, tokens_speech, flops, step,
+  val_loss/<stream>, eval/<benchmark>, and result.json's numbers as final/<dotted key>.
+
 HTTP settings: MLflow's client defaults to a 120 s timeout and 7 retries with exponential back-off
 (minutes per call against a dead server). `Mirror` sets `MLFLOW_HTTP_REQUEST_TIMEOUT=5` and
 `MLFLOW_HTTP_REQUEST_MAX_RETRIES=0` in the process environment unless the user already set them (MLflow
@@ -48,6 +62,23 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Keys of a metrics.jsonl line that are not mirrored as metrics: `tokens` is the MLflow step itself.
 NOT_METRICS = frozenset({"tokens", "time", "timestamp"})
 SPEC_TAG_KEYS = ("key", "study", "family", "member", "setup", "init", "variant", "flops_convention")
+KIND_TAG = "kind"              # cell | report | tune | tune-trial
+STATE_TAG = "state"            # RUNNING / DONE / FAILED / INTERRUPTED (PENDING before a first start)
+PARENT_TAG = "mlflow.parentRunId"   # nests a tune trial under its tune run in the UI
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the MLflow 3 UI: a classic runs table, no type prompt
+EXPERIMENT_KIND = "custom_model_development"
+REPORT_LINE = "**Report**:"    # the description's report line (analysis.mlflow_io writes the same)
+# A saved runs-table view of the MLflow UI (an experiment tag the UI reads when the page URL carries
+# `viewStateShareKey=<VIEW_KEY>`): the cell tags and losses as columns, newest runs first.
+VIEW_KEY = "slm-scaling"
+VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
+VIEW_COLUMNS = tuple(f"tags.`{t}`" for t in ("state", "family", "member", "init", "setup", "tokens_budget",
+                                             "flops")) + ("metrics.`loss`", "metrics.`val_loss/speech`")
+DASHBOARD_VIEW = json.dumps({"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
+                             "selectedColumns": list(VIEW_COLUMNS), "runsHiddenMode": "SHOW_ALL"})
+END_STATE = {"FINISHED": "DONE", "FAILED": "FAILED", "KILLED": "INTERRUPTED"}
+STUDY_HEADER = "**slm-scaling study "   # how study_description starts
+_PLAIN_DESCRIPTION = re.compile(r"slm-scaling study \S*")   # the one-line default (dispatch, train)
 
 # --------------------------------------------------------------------------------------------------
 # Secrets
@@ -138,8 +169,154 @@ def _record_ms(record: dict) -> Optional[int]:
 
 
 def spec_tags(spec: dict) -> dict[str, str]:
-    """Run tags derived from a RunSpec dict (key, study, family, member, setup, init, variant, ...)."""
-    return {k: str(spec[k]) for k in SPEC_TAG_KEYS if spec.get(k)}
+    """Run tags derived from a RunSpec dict: `kind=cell`, key, study, family, member, setup, init,
+    variant, flops_convention, tokens_budget, flops (3 significant digits), params (total),
+    params_nonembedding, tokens_per_param, and the run description (`mlflow.note.content`)."""
+    tags = {k: str(spec[k]) for k in SPEC_TAG_KEYS if spec.get(k)}
+    tags[KIND_TAG] = "cell"
+    tokens, flops = spec.get("tokens"), spec.get("flops")
+    params = spec.get("params") if isinstance(spec.get("params"), dict) else {}
+    if _is_number(tokens):
+        tags["tokens_budget"] = str(int(tokens))
+    if _is_number(flops):
+        tags["flops"] = f"{flops:.3g}"
+    if _is_number(params.get("total")):
+        tags["params"] = str(int(params["total"]))
+        if _is_number(tokens) and params["total"]:
+            tags["tokens_per_param"] = f"{tokens / params['total']:.3g}"
+    if _is_number(params.get("nonembedding")):
+        tags["params_nonembedding"] = str(int(params["nonembedding"]))
+    if spec.get("key"):
+        tags[NOTE_TAG] = run_description(spec)
+    return tags
+
+
+def run_description(spec: dict, result: Optional[dict] = None) -> str:
+    """The run's description in the MLflow UI (markdown): what the cell is and, with `result`
+    (result.json), how it ended."""
+    p = spec.get("params") if isinstance(spec.get("params"), dict) else {}
+    what = f"**{spec.get('key')}**: {spec.get('setup', '?')} {spec.get('family', '?')}/{spec.get('member', '?')}, " \
+           f"init {spec.get('init', '?')}" + (f", variant {spec['variant']}" if spec.get("variant") else "") + "."
+    size = []
+    if _is_number(p.get("total")):
+        size.append(f"{int(p['total']):,} parameters"
+                    + (f" ({int(p['nonembedding']):,} non-embedding)" if _is_number(p.get("nonembedding")) else ""))
+    if _is_number(spec.get("tokens")):
+        per = f" ({spec['tokens'] / p['total']:.3g} per parameter)" if _is_number(p.get("total")) and p["total"] else ""
+        size.append(f"{int(spec['tokens']):,} tokens{per}")
+    if _is_number(spec.get("flops")):
+        size.append(f"{spec['flops']:.3g} FLOPs ({spec.get('flops_convention', '6ND')})")
+    text = what + (" " + ", ".join(size) + "." if size else "")
+    return text + ("\n\n" + result_summary(result) if result else "")
+
+
+def result_summary(result: dict) -> str:
+    """One markdown line from result.json: final loss, held-out loss per stream, benchmarks, speed."""
+    parts = []
+    if _is_number(result.get("loss")):
+        parts.append(f"final train loss {result['loss']:.4f}")
+    for name, section in (("held-out loss", "val_loss"), ("benchmarks", "eval")):
+        vals = result.get(section)
+        if isinstance(vals, dict) and vals:
+            parts.append(f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items() if _is_number(v)))
+    if _is_number(result.get("wall_seconds")):
+        from .fmt import duration, short_count
+        parts.append(f"{duration(result['wall_seconds'])}"
+                     + (f" at {short_count(result['tokens_per_second'])} tokens/s"
+                        if _is_number(result.get("tokens_per_second")) else ""))
+    return "**Result**: " + "; ".join(parts) + "." if parts else "**Result**: see final/ metrics."
+
+
+def state_tags(run_dir: Path, state: Optional[str] = None) -> dict[str, str]:
+    """`state` (given, else from state.json: interrupted PENDING -> INTERRUPTED), `executor` and
+    `job_id` from the run directory's state.json (empty values left out)."""
+    st = _read_json(Path(run_dir) / "state.json") or {}
+    if state is None:
+        state = st.get("state")
+        if state == "PENDING" and st.get("interrupted"):
+            state = "INTERRUPTED"
+    tags = {STATE_TAG: state, "executor": st.get("executor"), "job_id": st.get("job_id") or
+            (st.get("job_ids") or [None])[-1]}
+    return {k: str(v) for k, v in tags.items() if v not in (None, "")}
+
+
+def study_description(study_dir: Path, name: str, experiment_id: Optional[str] = None,
+                      report_run_id: Optional[str] = None) -> str:
+    """The experiment's description in the MLflow UI (markdown): the study's grid summarised from the
+    spec.json files of its run directories, how its runs are tagged, and the report line."""
+    specs = []
+    for path in sorted(Path(study_dir).glob("*/spec.json")):
+        spec = _read_json(path)
+        if spec and spec.get("key"):
+            specs.append(spec)
+    lines = [f"{STUDY_HEADER}`{name}`**" + (f": {_grid_summary(specs)}" if specs else ".")]
+    lines.append(f"Run directories (the source of truth): `{Path(study_dir).resolve()}`.")
+    lines.append("Each cell is a run named by its key, tagged `kind = cell`, family, member, init, setup, variant, "
+                 "tokens_budget, flops, params and state (RUNNING / DONE / FAILED / INTERRUPTED); filter e.g. "
+                 "`tags.setup = 'textless' and tags.state = 'DONE'`. Metrics are stepped by tokens seen: loss, lr, "
+                 "tokens_per_second, val_loss/<stream>, eval/<benchmark>, final/... .")
+    lines.append(report_line(experiment_id, report_run_id))
+    return "\n\n".join(lines)
+
+
+def report_line(experiment_id: Optional[str], report_run_id: Optional[str]) -> str:
+    """The description's report line: a link to the report run, or how to make one."""
+    if experiment_id and report_run_id:
+        return (f"{REPORT_LINE} [the newest report run](#/experiments/{experiment_id}/runs/{report_run_id}) "
+                "(report.md, report.html, fits.json and the figures are its artifacts).")
+    return f"{REPORT_LINE} none yet (`launch.py report STUDY` logs one as a run named `report`)."
+
+
+def _grid_summary(specs: list[dict]) -> str:
+    def uniq(key):
+        return list(dict.fromkeys(str(s[key]) for s in specs if s.get(key)))
+
+    members: dict[str, dict[str, float]] = {}
+    for s in specs:
+        total = (s.get("params") or {}).get("total") if isinstance(s.get("params"), dict) else None
+        members.setdefault(str(s.get("family")), {})[str(s.get("member"))] = total or 0
+    fams = "; ".join(f"`{f}` ({', '.join(sorted(m, key=lambda k: m[k]))})" for f, m in members.items())
+    flops = sorted({float(f"{s['flops']:.3g}") for s in specs if _is_number(s.get("flops"))})
+    tokens = [s["tokens"] for s in specs if _is_number(s.get("tokens"))]
+    parts = [f"{len(specs)} cells", f"famil{'y' if len(members) == 1 else 'ies'} {fams}",
+             f"setup {', '.join(uniq('setup'))}", f"init {', '.join(uniq('init'))}"]
+    if uniq("variant"):
+        parts.append(f"variants {', '.join(uniq('variant'))}")
+    if flops:
+        conv = ", ".join(uniq("flops_convention")) or "6ND"
+        parts.append(f"compute {', '.join(f'{c:.3g}' for c in flops)} FLOPs ({conv})" if len(flops) <= 8
+                     else f"compute {flops[0]:.3g} to {flops[-1]:.3g} FLOPs in {len(flops)} budgets ({conv})")
+    if tokens:
+        from .fmt import short_count
+        lo, hi = short_count(min(tokens)), short_count(max(tokens))
+        parts.append(f"{lo} tokens" if lo == hi else f"{lo} to {hi} tokens")
+    return "; ".join(parts) + "."
+
+
+def _stale(note: str, study_dir: Path) -> bool:
+    """True if `note` is a study description of ours whose cell count is not the number of run dirs
+    in `study_dir` now (written before the grid's run dirs existed, or before the grid grew)."""
+    if not note.startswith(STUDY_HEADER):
+        return False  # somebody's own description: keep it
+    m = re.search(r": (\d+) cells;", note.split("\n", 1)[0])
+    return (int(m.group(1)) if m else 0) != sum(1 for _ in Path(study_dir).glob("*/spec.json"))
+
+
+def _study_dir(run_dir: Path, study: Optional[str]) -> Optional[Path]:
+    """The study directory holding `run_dir`: its parent (`<root>/<study>/<key>`), or for a run dir
+    nested deeper (a tuning trial's `<study dir>/tune/<member>/<n>`) the nearest ancestor named after
+    the study; None if there is none."""
+    run_dir = Path(run_dir).resolve()
+    if not study:
+        return run_dir.parent
+    return next((d for d in run_dir.parents if d.name == study), None)
+
+
+def _newest_report(client, experiment_id: str) -> Optional[str]:
+    """Id of the newest finished run tagged kind=report in the experiment, or None."""
+    runs = client.search_runs([experiment_id], f"tags.{KIND_TAG} = 'report' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 def _is_number(v: Any) -> bool:
@@ -264,26 +441,59 @@ def artifact_location(uri: str) -> Optional[str]:
     return None
 
 
-def _ensure_experiment(client, name: str, description: Optional[str], uri: Optional[str] = None) -> str:
-    """Id of the experiment called `name`, created (or restored) if needed; sets its description."""
+def _ensure_experiment(client, name: str, description=None, uri: Optional[str] = None) -> str:
+    """Id of the experiment called `name`, created (or restored) if needed, tagged as a classic
+    (custom model development) experiment with the dashboard view (`VIEW_TAG`) for the MLflow 3 UI,
+    with its description set:
+
+    - a string replaces a different description, except the one-line default `slm-scaling study NAME`,
+      which is only written where there is none (it never replaces a fuller description);
+    - a callable `description(experiment_id, current description or None) -> str or None` decides
+      (None keeps the current one)."""
     from mlflow.exceptions import MlflowException
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        tags = {NOTE_TAG: description} if description else None
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: DASHBOARD_VIEW}
+        if isinstance(description, str) and description:
+            tags[NOTE_TAG] = description
         try:
-            return client.create_experiment(name, tags=tags,
-                                            artifact_location=artifact_location(uri) if uri else None)
+            exp_id = client.create_experiment(name, tags=tags,
+                                              artifact_location=artifact_location(uri) if uri else None)
         except MlflowException as e:  # another job created it between our two calls
             if _error_code(e) != "RESOURCE_ALREADY_EXISTS":
                 raise
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
+        else:
+            text = description(exp_id, None) if callable(description) else None
+            if text:
+                _set_experiment_tag(client, exp_id, NOTE_TAG, text)
+            return exp_id
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise MlflowException(f"experiment {name!r} vanished")
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
-    if description and exp.tags.get(NOTE_TAG) != description:
-        client.set_experiment_tag(exp.experiment_id, NOTE_TAG, description)
+    current = exp.tags.get(NOTE_TAG)
+    plain_now = not current or bool(_PLAIN_DESCRIPTION.fullmatch(current))
+    text = None
+    if callable(description):
+        text = description(exp.experiment_id, current)
+    elif description and (plain_now or not _PLAIN_DESCRIPTION.fullmatch(description)):
+        text = description
+    if text and current != text:
+        _set_experiment_tag(client, exp.experiment_id, NOTE_TAG, text)
+    for key, value in ((EXPERIMENT_KIND_TAG, EXPERIMENT_KIND), (VIEW_TAG, DASHBOARD_VIEW)):
+        if key not in exp.tags:  # a user's own choice stays
+            client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
+
+
+def _set_experiment_tag(client, experiment_id: str, key: str, value: str) -> None:
+    client.set_experiment_tag(experiment_id, key, _clip(redact_text(value), 20000))
+
+
+def describe_experiment(client, experiment_id: str, name: str, study_dir: Path) -> str:
+    """The study description with the newest report run linked (see `study_description`)."""
+    return study_description(study_dir, name, experiment_id, _newest_report(client, experiment_id))
 
 
 def _existing_run(client, run_id: Optional[str]):
@@ -299,6 +509,15 @@ def _existing_run(client, run_id: Optional[str]):
             return None
         raise
     return None if run.info.lifecycle_stage == "deleted" else run
+
+
+def _set_run_tags(client, run_id: str, tags: dict) -> None:
+    """Set run tags in one request (values redacted and clipped; empty ones skipped)."""
+    from mlflow.entities import RunTag
+    entities = [RunTag(_clean_key(str(k)), _clip(redact_text(str(v)), MAX_TAG_LENGTH))
+                for k, v in tags.items() if v not in (None, "")]
+    if entities:
+        client.log_batch(run_id, tags=entities)
 
 
 def _log_params(client, run_id: str, params: dict) -> None:
@@ -351,7 +570,12 @@ def _status(status: str) -> str:
 class Mirror:
     """Mirrors one run directory to MLflow from the training loop. No method raises: tracking errors
     are logged (redacted) as warnings, the run is marked behind in mlflow.json, and network attempts
-    pause for `backoff_s` seconds. Use it on global rank 0 only."""
+    pause for `backoff_s` seconds. Use it on global rank 0 only.
+
+    The run's `state` tag follows it (RUNNING at start, DONE / FAILED / INTERRUPTED at finish) and
+    `executor` / `job_id` come from state.json. `experiment_description` None or the one-line default
+    `slm-scaling study NAME` means: describe the study from the run dirs beside this one
+    (`study_description`) where the experiment has no fuller description yet."""
 
     def __init__(self, run_dir: Path, uri: str, experiment: str, run_name: str,
                  tags: Optional[dict[str, str]] = None, params: Optional[dict] = None,
@@ -364,6 +588,16 @@ class Mirror:
         self.tags = dict(tags or {})
         self.params = dict(params or {})
         self.experiment_description = experiment_description
+        study_dir = _study_dir(self.run_dir, self.params.get("study"))
+        if study_dir is not None and (not experiment_description
+                                      or _PLAIN_DESCRIPTION.fullmatch(experiment_description)):
+            def describe(exp_id: str, current: Optional[str]) -> Optional[str]:
+                if current and not _PLAIN_DESCRIPTION.fullmatch(current) and not _stale(current, study_dir):
+                    return None
+                return describe_experiment(self._client_for_description, exp_id, experiment, study_dir)
+
+            self.experiment_description = describe
+        self._client_for_description = None
         self.backoff_s = backoff_s
         self._client = None
         record = read_record(self.run_dir)
@@ -433,15 +667,19 @@ class Mirror:
         """Find (and with `reopen`, set RUNNING) the run of mlflow.json, or create it; raises."""
         from mlflow import MlflowClient
         client = MlflowClient(tracking_uri=self.uri)
+        self._client_for_description = client
         run = _existing_run(client, read_record(self.run_dir).get("run_id"))
+        live = state_tags(self.run_dir, "RUNNING" if reopen else None)
         if run is not None:  # a requeued or resumed job: continue its run
             if reopen:
                 client.update_run(run.info.run_id, status="RUNNING")
             self._run_id, self._experiment_id = run.info.run_id, run.info.experiment_id
+            _set_run_tags(client, self._run_id, live)
         else:
             self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
                                                      self.uri)
-            tags = {RUN_DIR_TAG: str(self.run_dir.resolve()), **self.tags}
+            tags = {RUN_DIR_TAG: str(self.run_dir.resolve()), **live,
+                    **{k: v for k, v in self.tags.items() if v not in (None, "")}}
             tags = {_clean_key(k): _clip(redact_text(str(v)), MAX_TAG_LENGTH) for k, v in tags.items()}
             self._run_id = client.create_run(self._experiment_id, tags=tags,
                                              run_name=redact_text(self.run_name)).info.run_id
@@ -452,9 +690,13 @@ class Mirror:
         return self._run_id
 
     def _finish(self, status: str, result: Optional[dict]) -> bool:
+        tags = {STATE_TAG: END_STATE.get(status, "FAILED")}
         if result:
             finals, step = final_metrics(result)
             _log_metric_entities(self._client, self._run_id, _metric_entities(finals, step, _now_ms()))
+            if self.tags.get(NOTE_TAG):
+                tags[NOTE_TAG] = f"{self.tags[NOTE_TAG]}\n\n{result_summary(result)}"
+        _set_run_tags(self._client, self._run_id, tags)
         if self._behind:
             n = _replay(self._client, self._run_id, self.run_dir)
             log.info("mlflow: caught up %d points of run %s", n, self._run_id)
@@ -517,9 +759,14 @@ def sync(run_dir: Path, uri: Optional[str] = None, experiment: Optional[str] = N
     """Make MLflow hold everything in `run_dir`: the run from mlflow.json if it exists on that server,
     else a new one (params from spec.json, run name spec["key"], experiment `experiment` or
     spec["study"]); every (key, step) of metrics.jsonl and result.json's final metrics that the run
-    lacks; the end status if result.json exists (FAILED if state.json says so). Idempotent: a second
-    call writes nothing. Clears the behind flag. Returns the number of metric points written; raises
-    on tracking errors. `uri` default: mlflow.json's, else `default_uri(run_dir.parent)`."""
+    lacks; the end status if result.json exists (FAILED if state.json says so); the `state`, `executor`
+    and `job_id` tags from state.json. Idempotent: a second call writes no metric point. Clears the
+    behind flag. Returns the number of metric points written; raises on tracking errors. `uri` default:
+    mlflow.json's, else `default_uri(run_dir.parent)`."""
+    return _sync(run_dir, uri, experiment)[0]
+
+
+def _sync(run_dir: Path, uri: Optional[str], experiment: Optional[str]) -> tuple[int, Mirror]:
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     uri = uri or record.get("uri") or default_uri(run_dir.parent)
@@ -530,18 +777,30 @@ def sync(run_dir: Path, uri: Optional[str] = None, experiment: Optional[str] = N
     client, run_id = mirror._client, mirror.run_id
     n = _replay(client, run_id, run_dir)
     state = (_read_json(run_dir / "state.json") or {}).get("state")
-    if (run_dir / "result.json").exists():
+    result = _read_json(run_dir / "result.json")
+    if result is not None:
+        if spec.get("key"):
+            _set_run_tags(client, run_id, {NOTE_TAG: run_description(spec, result)})
         client.set_terminated(run_id, "FINISHED")
     elif state == "FAILED":
         client.set_terminated(run_id, "FAILED")
     mirror._behind = False
     mirror._save_record()
-    return n
+    return n, mirror
 
 
 def sync_all(study_dir: Path, uri: Optional[str] = None, experiment: Optional[str] = None) -> dict[str, int]:
-    """`sync` every run directory (a folder with spec.json) of a study; {cell key: points written}."""
-    return {d.name: sync(d, uri, experiment) for d in _run_dirs(Path(study_dir))}
+    """`sync` every run directory (a folder with spec.json) of a study, then rewrite the experiment's
+    description from the run dirs (and the newest report run); {cell key: points written}."""
+    written, mirror = {}, None
+    for d in _run_dirs(Path(study_dir)):
+        written[d.name], mirror = _sync(d, uri, experiment)
+    if mirror is not None and mirror._experiment_id:
+        client = mirror._client
+        text = describe_experiment(client, mirror._experiment_id, mirror.experiment, Path(study_dir))
+        if client.get_experiment(mirror._experiment_id).tags.get(NOTE_TAG) != text:
+            _set_experiment_tag(client, mirror._experiment_id, NOTE_TAG, text)
+    return written
 
 
 def _run_dirs(study_dir: Path) -> Iterable[Path]:

@@ -163,19 +163,75 @@ def _resolve_paths(data: DataConfig, ev: EvalConfig, base_dir: Optional[Path]) -
             dataclasses.replace(ev, benchmarks=benchmarks))
 
 
+TUNED_FIELDS = ("lr", "batch_tokens")
+
+
+def tuned_fields(training: TrainingConfig) -> list[str]:
+    """The training settings written `tuned` (resolved per cell from <study dir>/tuned.json)."""
+    return [f for f in TUNED_FIELDS if getattr(training, f) == "tuned"]
+
+
+def uses_tuned(study: Study) -> bool:
+    return any(tuned_fields(v.training) for v in variants(study))
+
+
+def load_tuned_law(study: Study, what: str = "training.lr") -> dict:
+    """<study dir>/tuned.json, or a one-line StudyError saying to run `tune` first."""
+    from analysis.errors import InputError as AnalysisInputError
+    from analysis.lr_law import TUNED_NAME, load_tuned
+
+    path = study.study_dir / TUNED_NAME
+    if not path.exists():
+        raise StudyError(f"{study.source}: {what}: tuned needs {path}, which does not exist; run "
+                         f"`launch.py tune {study.source or 'STUDY'} --member M` first")
+    try:
+        return load_tuned(path)
+    except AnalysisInputError as e:
+        raise StudyError(f"{study.source}: {what}: tuned: {e}") from None
+
+
+def _resolve_tuned(study: Study, training: TrainingConfig, doc: dict, counts: ParamCounts,
+                   where: str) -> TrainingConfig:
+    """`training` with its `tuned` settings replaced by the law's values at this cell's N."""
+    from analysis.lr_law import resolve
+
+    fields = tuned_fields(training)
+    n = counts.total if doc["params"] == "total" else counts.nonembedding
+    try:
+        values = resolve(doc, n, fields, context=training.context)
+    except KeyError as e:
+        raise StudyError(f"{study.source}: {where}.{e.args[0]}: tuned, but {study.study_dir / 'tuned.json'} has no "
+                         f"{e.args[0]} law ({e.args[0]} was not searched: add it to tune.space and tune again)") from None
+    resolved = dataclasses.replace(training, **values)
+    try:
+        resolved.check(where)
+    except InputError as e:
+        raise StudyError(f"{study.source}: {e} (resolved from tuned.json at N = {n:,})") from None
+    return resolved
+
+
 def expand(study: Study) -> list[RunSpec]:
-    """Every cell of the study, in a stable order. Raises StudyError for an empty grid."""
+    """Every cell of the study, in a stable order. Raises StudyError for an empty grid.
+
+    `lr: tuned` / `batch_tokens: tuned` are resolved per cell from <study dir>/tuned.json before the cell
+    key is hashed, so a key reflects the value the cell trains with (and equals the key of the same cell
+    with that value written out)."""
     families = resolve_families(study)
     convention = study.grid.flops_convention
     tracking = dataclasses.asdict(study.tracking)
     tracking["experiment"] = tracking["experiment"] or study.name
     cells: list[RunSpec] = []
     seen: dict[str, str] = {}
+    tuned_doc = None
     for variant in variants(study):
         data, training = variant.data, variant.training
         shared = {"data": dataclasses.asdict(data), "training": dataclasses.asdict(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
         hasher = KeyHasher(shared)
+        tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
+        if tuned_fields(training) and tuned_doc is None:
+            tuned_doc = load_tuned_law(study, f"{tuned_where}.{tuned_fields(training)[0]}")
+        hashers: dict[tuple, tuple[TrainingConfig, KeyHasher]] = {}
         base_dir = Path(study.source).parent if study.source else None
         run_data, run_eval = _resolve_paths(data, variant.eval, base_dir)
         ctx = training.context
@@ -199,11 +255,18 @@ def expand(study: Study) -> list[RunSpec]:
                     if init == "textlm" and member.source == "ladder":
                         raise StudyError(f"{study.source}: families.{rf.name}: init textlm needs TextLM weights, "
                                          "a ladder has none")
+                    cell_training, cell_hasher = training, hasher
+                    if tuned_fields(training):
+                        resolved = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
+                        sig = (resolved.lr, resolved.min_lr, resolved.batch_tokens)
+                        if sig not in hashers:
+                            hashers[sig] = (resolved, KeyHasher({**shared, "training": dataclasses.asdict(resolved)}))
+                        cell_training, cell_hasher = hashers[sig]
                     for tokens in _budgets(study, counts, fpt):
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
                                   "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
                                   "tokens": tokens}
-                        key = hasher.key(rf.name, member.name, tokens, fields)
+                        key = cell_hasher.key(rf.name, member.name, tokens, fields)
                         if key in seen:
                             continue  # e.g. a variant that overrides nothing this cell depends on
                         seen[key] = key
@@ -213,7 +276,7 @@ def expand(study: Study) -> list[RunSpec]:
                             tokenizer=_abs(fam.tokenizer, base_dir) or member.weights, vocab_rows=rows,
                             base_rows=shared_rows,
                             params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
-                            cost_flops=cost_fpt * tokens, data=run_data, training=training, eval=run_eval,
+                            cost_flops=cost_fpt * tokens, data=run_data, training=cell_training, eval=run_eval,
                             tracking=tracking))
     if not cells:
         raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "

@@ -132,6 +132,59 @@ class ExecutorConfig:
                                                   f"(or set peak_tflops), got {self.gpu_type!r}")
 
 
+TUNABLE = {"lr": float, "warmup": float, "batch_tokens": int, "weight_decay": float, "adam_beta1": float,
+           "adam_beta2": float, "adam_eps": float, "grad_clip": float, "micro_batch": int, "schedule": str}
+
+
+@dataclass
+class TuneParam:
+    """One searched training setting: a range (`low`, `high`, optionally `log`) or a list of `choices`."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Optional[list[Any]] = bounded(None, nonempty=True)
+
+    def check(self, path: str) -> None:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ConfigError(path, "expected either choices or low/high, not both")
+            return
+        if self.low is None or self.high is None:
+            raise ConfigError(path, "expected low and high (a range) or choices (a list)")
+        if not self.low < self.high:
+            raise ConfigError(f"{path}.low", f"expected less than high ({self.high:g}), got {self.low:g}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"{path}.low", f"a log range needs low > 0, got {self.low:g}")
+
+
+@dataclass
+class TuneConfig:
+    """`launch.py tune`: an optuna search over training settings for small members (README, "Tuning")."""
+    members: list[str] = field(default_factory=list)     # default for --member: names or family/member
+    tokens: Optional[float] = bounded(None, gt=0)        # per-trial budget; default the member's smallest
+    trials: int = bounded(8, min=1)                      # default for --trials (finished trials per member)
+    trials_per_batch: int = bounded(4, min=1)            # trials asked and dispatched together
+    # training field -> range or choices; merged over the default lr / warmup / batch_tokens space
+    # (a null entry drops a default)
+    space: dict[str, Optional[TuneParam]] = field(default_factory=dict)
+    metric: Literal["speech", "text", "interleaved", "mean"] = "speech"   # final held-out loss minimised
+    pruner: Literal["median", "none"] = "median"         # on intermediate val losses (eval.every_tokens)
+    seed: int = bounded(0, min=0)                        # optuna sampler seed
+    storage: Optional[str] = None                        # default sqlite:///<study dir>/optuna.db
+    params: Literal["total", "nonembedding"] = "total"   # N of the tuned LR law
+    min_lr_ratio: Optional[float] = bounded(None, min=0, max=1)   # trial min_lr = lr x ratio
+
+    def check(self, path: str) -> None:
+        for name, spec in self.space.items():
+            if name not in TUNABLE:
+                raise ConfigError(f"{path}.space.{name}", f"not a tunable training setting; expected one of "
+                                                          f"{', '.join(TUNABLE)}")
+            if spec is None:
+                continue
+            if TUNABLE[name] is str and spec.choices is None:
+                raise ConfigError(f"{path}.space.{name}", "expected choices (a list)")
+
+
 @dataclass
 class Study:
     name: str
@@ -143,6 +196,7 @@ class Study:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     source: Optional[str] = field(default=None, init=False)   # the file it came from
 
     def check(self, path: str) -> None:
