@@ -160,10 +160,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 130
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+def cmd_demo(args: argparse.Namespace) -> int:
     from sweeps.demo import DEFAULT_STUDY, run_demo
 
-    run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
+    try:
+        run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and cells are kept; `launch.py demo` again continues", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.comparison import comparison_blocks, setup_comparison
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
 from analysis.reference import SIMS_FIGURE1
-from analysis.study_fits import fit_study, metric_name, study_json
+from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
 CAPTIONS = {
@@ -252,7 +253,7 @@ def _refusal_section(fits: dict) -> list:
 
 def build_blocks(fits: dict, title: str) -> list:
     """The report as document blocks (shared by report.md and report.html)."""
-    blocks = [Heading(1, title), *_summary_section(fits),
+    blocks = [Heading(1, title), *_summary_section(fits), *comparison_blocks(fits),
               Heading(2, "Groups side by side"), *_comparison_rows(fits),
               Heading(3, "Pairwise comparisons"), *_pairs_section(fits),
               Heading(2, "Figures")]
@@ -290,6 +291,7 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     study = fit_study(frame, params_col, loss_col, group_cols, n_bootstrap, seed, extrapolation)
     draw_all(study, curves, out)
     fits = study_json(study, title)
+    fits["setup_comparison"] = jsonable(setup_comparison(study, fits))
     fits["figures"] = {file: CAPTIONS[file] for file, _ in FIGURES}
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
     blocks = build_blocks(fits, title)

@@ -125,6 +125,9 @@ def build_config(cfg: dict[str, Any], rows: int | None = None):
     fields = {k: v for k, v in cfg.items() if k != "model_type"}
     if rows is not None:
         fields["vocab_size"] = rows
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # e.g. a textless twin's K+2 rows
+            if isinstance(fields.get(name), int) and fields[name] >= rows:
+                fields[name] = None
     return AutoConfig.for_model(cfg["model_type"], **fields)
 
 
