@@ -128,16 +128,6 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     return status
 
 
-class _LazyLoss:
-    """A loss still on the device; read (one sync) only when logged or saved."""
-
-    def __init__(self, value: torch.Tensor) -> None:
-        self.value = value.detach()
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
     t = torch.from_numpy(array)
     if device.type == "cuda":
@@ -154,9 +144,7 @@ def loss_model(lm, eos_id: int, tr, device) -> LossModel:
     compiled, doc_mask = _auto(tr.compile, cuda), _auto(tr.doc_mask, cuda)
     if compiled:
         compile_blocks(lm)
-    model = LossModel(lm, eos_id, doc_mask=doc_mask, flex=cuda, compiled_loss=compiled)
-    model.compiled = compiled
-    return model
+    return LossModel(lm, eos_id, doc_mask=doc_mask, flex=cuda, compiled_loss=compiled)
 
 
 def make_optimizer(params, tr) -> torch.optim.Optimizer:
@@ -198,7 +186,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     data = prepare(vocab, spec.data, T, tr.seed, ev.val_tokens, cache)
     lm = build_model(spec)
     model = loss_model(lm, vocab.eos_id, tr, device)
-    compiled, doc_mask, fused_head = model.compiled, model.doc_mask, model.fused_head
+    compiled, doc_mask, fused_head = model.compiled_loss, model.doc_mask, model.fused_head
     accum = max(1, round(tr.batch_tokens / (mb * T * world)))
     seqs_per_step = mb * accum * world
     step_tokens = seqs_per_step * T
@@ -292,7 +280,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             step += 1
             tokens_done += step_labels
             tokens_window += step_labels
-            last_loss = _LazyLoss(acc.reduce(loss_sum, reduction="sum") / step_labels)  # no GPU sync per step
+            last_loss = acc.reduce(loss_sum, reduction="sum") / step_labels  # a device tensor: no GPU sync per step
 
             line = None
             if step % tr.log_every == 0 or step == total_steps:
