@@ -56,6 +56,20 @@ class DataConfig:
     cache_dir: Optional[str] = None
 
 
+# Training settings that change how a cell runs but not what it computes: left out of the cell key
+EXECUTION_ONLY = ("sharding", "cpu_offload")
+
+
+def hashed_training(training: "TrainingConfig") -> dict:
+    """The training settings that enter the cell key."""
+    from dataclasses import asdict
+
+    d = asdict(training)
+    for name in EXECUTION_ONLY:
+        d.pop(name, None)
+    return d
+
+
 @dataclass
 class TrainingConfig:
     context: int = bounded(2048, min=8)
@@ -75,6 +89,10 @@ class TrainingConfig:
     compile: Union[bool, Literal["auto"]] = "auto"      # auto: compile the decoder blocks on CUDA
     doc_mask: Union[bool, Literal["auto"]] = "auto"     # attention inside each packed document; auto: on CUDA
     gradient_checkpointing: bool = False
+    # FSDP2 over the cell's GPUs: auto shards when the memory estimate of one unsharded replica exceeds
+    # one GPU (scaling.memory); fsdp always; none never (plain data parallelism)
+    sharding: Literal["auto", "fsdp", "none"] = "auto"
+    cpu_offload: bool = False          # sharded cells: parameters, gradients and optimizer state on the host
     seed: int = bounded(0, min=0)
     log_every: int = bounded(10, min=1)             # optimiser steps between metric lines
     checkpoint_every_tokens: Optional[int] = bounded(None, min=1)

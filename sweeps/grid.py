@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scaling import members as members_mod
-from scaling.config import DataConfig, EvalConfig, TrainingConfig
+from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_training
 from scaling.errors import InputError
 from scaling.flops import flops_per_token
 from scaling.params import ParamCounts, count
@@ -225,7 +225,7 @@ def expand(study: Study) -> list[RunSpec]:
     tuned_doc = None
     for variant in variants(study):
         data, training = variant.data, variant.training
-        shared = {"data": dataclasses.asdict(data), "training": dataclasses.asdict(training),
+        shared = {"data": dataclasses.asdict(data), "training": hashed_training(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
         hasher = KeyHasher(shared)
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
@@ -260,7 +260,7 @@ def expand(study: Study) -> list[RunSpec]:
                         resolved = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
                         sig = (resolved.lr, resolved.min_lr, resolved.batch_tokens)
                         if sig not in hashers:
-                            hashers[sig] = (resolved, KeyHasher({**shared, "training": dataclasses.asdict(resolved)}))
+                            hashers[sig] = (resolved, KeyHasher({**shared, "training": hashed_training(resolved)}))
                         cell_training, cell_hasher = hashers[sig]
                     for tokens in _budgets(study, counts, fpt):
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
