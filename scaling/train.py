@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from . import checkpoint, rundir
+from . import checkpoint, rundir, sharding
 from .data import prepare
 from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
@@ -55,6 +55,27 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+class _StopAgreement:
+    """With several ranks, a signal may reach only some of them (or reach them at different steps): at
+    every step boundary the ranks agree, over a gloo group (no GPU sync), on the largest signal seen."""
+
+    def __init__(self, world: int) -> None:
+        self.group = None
+        if world > 1:
+            import torch.distributed as dist
+
+            self.group = dist.new_group(backend="gloo")
+
+    def __call__(self, signum: Optional[int]) -> int:
+        if self.group is None:
+            return signum or 0
+        import torch.distributed as dist
+
+        flag = torch.tensor([signum or 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return int(flag.item())
 
 
 def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
@@ -156,18 +177,25 @@ def make_optimizer(params, tr) -> torch.optim.Optimizer:
 def optimizer_step(acc, model, opt, sched, micro: list, step_labels: int, grad_clip: float) -> torch.Tensor:
     """One optimiser step over the micro-batches `[(x, y), ...]` (numpy, this rank's share); returns the
     summed loss on the device (no sync). The gradient is d(sum of CE) / step_labels: every label of the
-    global step weighs the same, however the micro-batches and ranks split them."""
+    global step weighs the same, however the micro-batches and ranks split them.
+
+    DDP reduces gradients once, after the last micro-batch; a sharded model reduce-scatters after each
+    (holding unsharded gradients across micro-batches would cost the memory sharding saves)."""
     world, device = acc.num_processes, acc.device
+    sharded = sharding.is_sharded(model)
     loss_sum = torch.zeros((), device=device)
     for m, (x, y) in enumerate(micro):
         x_t, y_t = _to_device(x, device), _to_device(y, device)
-        sync = nullcontext() if m == len(micro) - 1 else acc.no_sync(model)
+        sync = nullcontext() if sharded or m == len(micro) - 1 else acc.no_sync(model)
         with sync, acc.autocast():
             ce = model(x_t, y_t)
-            acc.backward(ce * world / step_labels)  # x world undoes DDP's gradient mean
+            acc.backward(ce * world / step_labels)  # x world undoes the gradient mean over ranks
         loss_sum += ce.detach()
     if grad_clip > 0:
-        acc.clip_grad_norm_(model.parameters(), grad_clip)
+        if sharded:  # DTensor gradients: the norm is reduced over the shards
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        else:
+            acc.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
@@ -185,17 +213,26 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     cache = Path(spec.data.cache_dir) if spec.data.cache_dir else run_dir.parent / "cache"
     data = prepare(vocab, spec.data, T, tr.seed, ev.val_tokens, cache)
     lm = build_model(spec)
-    model = loss_model(lm, vocab.eos_id, tr, device)
-    compiled, doc_mask, fused_head = model.compiled_loss, model.doc_mask, model.fused_head
-    accum = max(1, round(tr.batch_tokens / (mb * T * world)))
-    seqs_per_step = mb * accum * world
+    core = loss_model(lm, vocab.eos_id, tr, device)   # the LossModel, whatever wraps it
+    compiled, doc_mask, fused_head = core.compiled_loss, core.doc_mask, core.fused_head
+    sharded = sharding.wanted(spec, device)
+    # The global batch is exact whatever the world size: seqs_per_step sequences dealt round-robin to
+    # the ranks, each rank's share in `accum` micro-batches of `rows` rows; rows a rank lacks are
+    # padding (no labels), which changes no gradient.
+    seqs_per_step = max(1, round(tr.batch_tokens / T))
+    per_rank = math.ceil(seqs_per_step / world)
+    accum = math.ceil(per_rank / mb)
+    rows = math.ceil(per_rank / accum)
     step_tokens = seqs_per_step * T
     total_steps = math.ceil(spec.tokens / step_tokens)
     warm = warmup_steps(total_steps, tr.warmup)
-    opt = make_optimizer(model.parameters(), tr)
+    if sharded:
+        sharding.shard(core, bf16=acc.mixed_precision == "bf16", cpu_offload=tr.cpu_offload)
+    raw_opt = make_optimizer(core.parameters(), tr)   # checkpoints read and write this one
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_at(s, total_steps, warm, tr.lr, tr.min_lr, tr.schedule) / tr.lr)
-    model, opt = acc.prepare(model, opt)
+        raw_opt, lambda s: lr_at(s, total_steps, warm, tr.lr, tr.min_lr, tr.schedule) / tr.lr)
+    model, opt = (core, raw_opt) if sharded else acc.prepare(core, raw_opt)
+    padding_rows = accum * rows * world - seqs_per_step
     ckpt_every = tr.checkpoint_every_tokens or max(spec.tokens // 10, step_tokens)
     ckpt_every_steps = max(1, ckpt_every // step_tokens)
     fpt = spec.flops / spec.tokens
@@ -204,7 +241,9 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
         f"(embedding {p.embedding:,}, head {p.output_head:,}, non-embedding {p.nonembedding:,}, new rows "
         f"{p.new_rows}) | budget {spec.tokens:,} tokens ({spec.tokens_per_param:.3g}/param, "
         f"{spec.flops:.3g} FLOPs {spec.flops_convention}) | {total_steps} steps x {step_tokens:,} tokens "
-        f"(micro-batch {mb} x {T} x accum {accum} x {world} proc) | {device} {acc.mixed_precision}"
+        f"(micro-batch {rows} x {T} x accum {accum} x {world} proc"
+        f"{f', {padding_rows} padding rows' if padding_rows else ''}) | {device} {acc.mixed_precision}"
+        f"{' fsdp' if sharded else ''}{' cpu-offload' if sharded and tr.cpu_offload else ''}"
         f"{' compiled' if compiled else ''}{' doc-mask' if doc_mask else ''}"
         f"{' fused-head' if fused_head else ''}")
 
@@ -215,31 +254,26 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     last_loss = math.nan
     ck = checkpoint.latest(run_dir)
     if ck is not None:
-        state = checkpoint.load(ck)
-        acc.unwrap_model(model).lm.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        state = checkpoint.load(ck, core, raw_opt)
         sched.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"])
         step, tokens_done, seq_index = state["step"], state["tokens"], state["seq_index"]
         pos = dict(state["pos"])
         by_modality = dict(state["by_modality"])
         wall_before, last_loss = state["wall"], state["last_loss"]
         if acc.is_main_process:
             rundir.trim_metrics(run_dir, step)
-        say(f"{spec.key}: resumed from {ck.name} at {tokens_done:,} tokens")
+        say(f"{spec.key}: resumed from {ck.name} at {tokens_done:,} tokens "
+            f"(written by {state.get('world_size', 1)} proc, now {world})")
 
-    def save_checkpoint() -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            checkpoint.save(run_dir, step, {
-                "model": acc.unwrap_model(model).lm.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(), "step": step,
-                "tokens": tokens_done, "seq_index": seq_index, "pos": pos, "by_modality": by_modality,
-                "wall": wall_before + (time.time() - t_start), "last_loss": float(last_loss)}, tr.keep_checkpoints)
+    def save_checkpoint() -> None:  # every rank: model and optimizer shards, RNG; rank 0 the rest
+        checkpoint.save(run_dir, step, core, raw_opt, {
+            "scheduler": sched.state_dict(), "step": step, "tokens": tokens_done, "seq_index": seq_index,
+            "pos": pos, "by_modality": by_modality, "wall": wall_before + (time.time() - t_start),
+            "last_loss": float(last_loss), "world_size": world}, tr.keep_checkpoints)
 
     def evaluate_streams() -> dict[str, float]:
         model.eval()
-        with standard_forward(lm):
+        with sharding.gathered(core), standard_forward(lm):
             out = {f"val_loss/{s}": val_loss(lm, data.val_windows(s, ev.val_tokens), device, mb) for s in data.shares}
         model.train()
         return out
@@ -250,26 +284,27 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     t_window, tokens_window = time.time(), 0
     next_eval = ((tokens_done // ev.every_tokens) + 1) * ev.every_tokens if ev.every_tokens else None
     rank = acc.process_index
+    agree = _StopAgreement(world)
     with _StopFlag() as stop:
         while step < total_steps:
             step_labels = min(step_tokens, spec.tokens - tokens_done)
-            micro = []
-            for m in range(accum):
-                xs, ys = [], []
-                for r in range(world):
-                    for _ in range(mb):
-                        _, window = data.sequence(seq_index, pos)
-                        order = seq_index - step * seqs_per_step  # this sequence's place in the step
-                        seq_index += 1
-                        if r != rank:
-                            continue
-                        y = window[1:].copy()
-                        allowed = step_labels - order * T      # labels left for this sequence
-                        if allowed < T:
-                            y[max(allowed, 0):] = -100
-                        xs.append(window[:-1])
-                        ys.append(y)
-                micro.append((np.stack(xs), np.stack(ys)))
+            xs, ys = [], []
+            for order in range(seqs_per_step):  # this sequence's place in the step
+                _, window = data.sequence(seq_index, pos)
+                seq_index += 1
+                if order % world != rank:
+                    continue
+                y = window[1:].copy()
+                allowed = step_labels - order * T      # labels left for this sequence
+                if allowed < T:
+                    y[max(allowed, 0):] = -100
+                xs.append(window[:-1])
+                ys.append(y)
+            while len(xs) < accum * rows:             # padding rows: no labels
+                xs.append(np.full(T, vocab.eos_id, dtype=xs[0].dtype if xs else np.int64))
+                ys.append(np.full(T, -100, dtype=ys[0].dtype if ys else np.int64))
+            micro = [(np.stack(xs[m * rows:(m + 1) * rows]), np.stack(ys[m * rows:(m + 1) * rows]))
+                     for m in range(accum)]
             loss_sum = optimizer_step(acc, model, opt, sched, micro, step_labels, tr.grad_clip)
             for x, y in micro:
                 labels = y[y != -100]
@@ -302,10 +337,11 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                 rundir.append_metrics(run_dir, line)
                 if mirror is not None:
                     mirror.log_record(line)
-            if stop.signal is not None and step < total_steps:
-                stopped["signal"] = stop.signal
+            signum = agree(stop.signal)  # any rank's signal stops every rank at this same step
+            if signum and step < total_steps:
+                stopped["signal"] = signum
                 save_checkpoint()
-                say(f"{spec.key}: signal {stop.signal} at step {step}: checkpointed, exiting for requeue")
+                say(f"{spec.key}: signal {signum} at step {step}: checkpointed, exiting for requeue")
                 if acc.is_main_process:
                     rundir.update_state(run_dir, "PENDING", interrupted=True)
                 return INTERRUPTED
@@ -317,20 +353,20 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     wall = wall_before + (time.time() - t_start)
     final = evaluate_streams()
     scores = {}
-    unwrapped = acc.unwrap_model(model).lm
-    unwrapped.eval()
-    with standard_forward(unwrapped):
+    model.eval()
+    with sharding.gathered(core), standard_forward(lm):
         for b in ev.benchmarks:
             pairs = read_pairs(b.manifest, spec.data.units)
-            scores[b.name] = pair_accuracy(unwrapped, vocab, pairs, b.prompt_marker, device)
+            scores[b.name] = pair_accuracy(lm, vocab, pairs, b.prompt_marker, device)
+    full = sharding.full_state_dict(core) if sharded else None  # collective: before rank 0 writes
     if acc.is_main_process:
         end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time(), **final,
                     **{f"eval/{k}": v for k, v in scores.items()}}
         rundir.append_metrics(run_dir, end_line)
         if mirror is not None:
             mirror.log_record(end_line)
-        with standard_forward(unwrapped):
-            unwrapped.save_pretrained(run_dir / "model")
+        with standard_forward(lm):
+            lm.save_pretrained(run_dir / "model", state_dict=full)
         vocab.save(run_dir / "model")
         result = {
             "key": spec.key, "study": spec.study, "family": spec.family, "member": spec.member,
@@ -344,7 +380,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             "cost_flops": spec.cost_flops, "steps": step, "loss": last_loss,
             "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
             "eval": scores, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
-            "device": str(device), "precision": acc.mixed_precision, "world_size": world,
+            "device": str(device), "precision": acc.mixed_precision, "world_size": world, "sharded": sharded,
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }
