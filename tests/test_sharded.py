@@ -149,3 +149,15 @@ def test_checkpoint_of_two_ranks_resumes_with_one(tmp_path, corpus, reference):
     result = json.loads((cell / "result.json").read_text())
     assert result["world_size"] == 1
     assert_matches(cell, reference)
+
+
+def test_compiled_doc_masked_fused_path_under_sharding(tmp_path, corpus):
+    """The GPU-speed path (compiled blocks, attention inside documents, fused head + loss) under FSDP2
+    on 2 ranks, against the same path unsharded in one process."""
+    single = make_cell(tmp_path, corpus, "c1", sharding="none", compile=True, doc_mask=True)
+    sharded = make_cell(tmp_path, corpus, "c2", sharding="fsdp", compile=True, doc_mask=True)
+    assert run(single, 1) == [0], logs(single)
+    assert run(sharded, 2) == [0, 0], logs(sharded)
+    result = json.loads((sharded / "result.json").read_text())
+    assert result["compiled"] and result["doc_mask"] and result["fused_head"] and result["sharded"]
+    assert_matches(sharded, single)
