@@ -49,7 +49,7 @@ def shard(model: LossModel, bf16: bool, cpu_offload: bool) -> LossModel:
     if bf16:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if cpu_offload:
-        kwargs["offload_policy"] = CPUOffloadPolicy()
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
     blocks = decoder_blocks(model.lm)
     if blocks is not None:
         for i, block in enumerate(blocks):

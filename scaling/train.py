@@ -161,7 +161,11 @@ def loss_model(lm, eos_id: int, tr, device) -> LossModel:
     head + loss, and (on CUDA by default) attention inside each packed document."""
     cuda = device.type == "cuda"
     if tr.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(lm, "activation_checkpointing_enable", None)   # transformers >= 5.2x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     compiled, doc_mask = _auto(tr.compile, cuda), _auto(tr.doc_mask, cuda)
     if compiled:
         compile_blocks(lm)
