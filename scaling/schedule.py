@@ -21,3 +21,15 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
 
 def warmup_steps(total_steps: int, warmup: float) -> int:
     return int(math.ceil(warmup * total_steps)) if warmup > 0 else 0
+
+
+def step_geometry(batch_tokens: int, context: int, micro_batch: int, world: int) -> tuple[int, int, int]:
+    """(sequences per optimiser step, rows per micro-batch on each rank, micro-batches per step).
+
+    The global batch is exact whatever the world size: round(batch_tokens / context) sequences, dealt
+    round-robin to `world` ranks; each rank's share goes in `accum` micro-batches of at most
+    `micro_batch` rows (rows a rank lacks are padding without labels)."""
+    seqs = max(1, round(batch_tokens / context))
+    per_rank = math.ceil(seqs / world)
+    accum = math.ceil(per_rank / micro_batch)
+    return seqs, math.ceil(per_rank / accum), accum

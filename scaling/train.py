@@ -27,7 +27,7 @@ from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
-from .schedule import lr_at, warmup_steps
+from .schedule import lr_at, step_geometry, warmup_steps
 from .spec import RunSpec
 from .vocab import build_vocab
 
@@ -220,13 +220,8 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     core = loss_model(lm, vocab.eos_id, tr, device)   # the LossModel, whatever wraps it
     compiled, doc_mask, fused_head = core.compiled_loss, core.doc_mask, core.fused_head
     sharded = sharding.wanted(spec, device)
-    # The global batch is exact whatever the world size: seqs_per_step sequences dealt round-robin to
-    # the ranks, each rank's share in `accum` micro-batches of `rows` rows; rows a rank lacks are
-    # padding (no labels), which changes no gradient.
-    seqs_per_step = max(1, round(tr.batch_tokens / T))
-    per_rank = math.ceil(seqs_per_step / world)
-    accum = math.ceil(per_rank / mb)
-    rows = math.ceil(per_rank / accum)
+    # the global batch is exact whatever the world size; padding rows (no labels) change no gradient
+    seqs_per_step, rows, accum = step_geometry(tr.batch_tokens, T, mb, world)
     step_tokens = seqs_per_step * T
     total_steps = math.ceil(spec.tokens / step_tokens)
     warm = warmup_steps(total_steps, tr.warmup)

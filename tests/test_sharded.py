@@ -20,6 +20,25 @@ from fixtures_data import make_corpus, tiny_study
 TOL = 1e-4
 
 
+def test_step_geometry_keeps_the_global_batch_exact():
+    """Brute force over batch sizes, micro-batches and world sizes: the ranks' rows hold every sequence
+    of the step, no micro-batch exceeds `micro_batch`, and no rank runs a needless micro-batch."""
+    from scaling.schedule import step_geometry
+
+    for T in (32, 2048):
+        for seqs in range(1, 40):
+            for mb in (1, 3, 8):
+                for world in (1, 2, 3, 8):
+                    g, rows, accum = step_geometry(seqs * T, T, mb, world)
+                    assert g == seqs
+                    dealt = [len(range(r, seqs, world)) for r in range(world)]   # round-robin
+                    assert max(dealt) <= rows * accum and rows <= mb
+                    assert (accum - 1) * mb < max(dealt) or accum == 1
+                    assert rows * accum - max(dealt) < accum                   # padding below one row per micro-batch
+    assert step_geometry(131072, 2048, 8, 8) == (64, 8, 1)                     # SIMS: 8 GPUs x 8 x 2048
+    assert step_geometry(131072, 2048, 8, 1) == (64, 8, 8)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("corpus"))
@@ -115,6 +134,7 @@ def _signal_at_random_step(procs, run_dir: Path, rank: int, signum: int) -> int:
 
 
 def _interrupted_checkpoint(run_dir: Path, step: int) -> Path:
+    """The newest checkpoint is complete, from both ranks."""
     from scaling import checkpoint
 
     ck = checkpoint.latest(run_dir)
@@ -138,8 +158,9 @@ def test_preempted_rank_resumes_on_two_ranks_and_matches(tmp_path, corpus, refer
     assert_matches(cell, reference)
 
 
-def test_checkpoint_of_two_ranks_resumes_with_one(tmp_path, corpus, reference):
-    cell = make_cell(tmp_path, corpus, "pre1", sharding="fsdp")
+@pytest.mark.parametrize("mode", ["fsdp", "none"])   # FSDP2 shards, or DDP replicas (written once by DCP)
+def test_checkpoint_of_two_ranks_resumes_with_one(tmp_path, corpus, reference, mode):
+    cell = make_cell(tmp_path, corpus, "pre1", sharding=mode)
     procs = dist_launch.start(cell, 2, cell / "rank-logs")
     step = _signal_at_random_step(procs, cell, rank=0, signum=signal.SIGTERM)
     assert dist_launch.wait(procs) == [3, 3], logs(cell)
