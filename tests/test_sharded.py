@@ -53,6 +53,7 @@ def make_cell(tmp: Path, corpus: dict, name: str, model_type: str = "llama", tra
     d.mkdir(parents=True)
     data = tiny_study(d, corpus, model_type, tokens=8000, **training)   # 32 steps of 8 sequences
     data["eval"]["val_tokens"] = 1000
+    data["eval"]["every_tokens"] = 4000                                 # a held-out evaluation mid-run too
     if tracking:
         data["tracking"] = {"enabled": True, "uri": f"sqlite:///{d / 'mlflow.db'}", "experiment": name}
     path = d / "study.yaml"
@@ -84,6 +85,10 @@ def assert_matches(run_dir: Path, ref_dir: Path) -> None:
     worst = max(abs(a[s] - b[s]) for s in a)
     print(f"largest |loss difference| against the single-process run: {worst:.3g}")
     assert worst < TOL
+    mid = [{k: v for k, v in m.items() if k.startswith("val_loss/")} for d in (run_dir, ref_dir)
+           for m in metrics(d) if m["step"] == 16]
+    assert len(mid) == 2 and mid[0] and set(mid[0]) == set(mid[1])
+    assert all(abs(mid[0][k] - mid[1][k]) < TOL for k in mid[0])
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (run_dir, ref_dir))
     assert ra["tokens"] == rb["tokens"] == 8000 and ra["steps"] == rb["steps"]
     for s in rb["val_loss"]:
