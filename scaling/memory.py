@@ -176,10 +176,10 @@ class Workload:
         `scaling.train` deals the global batch to `gpus` ranks."""
         if self.batch_tokens is None:
             return self.micro_batch, 1
-        seqs = max(1, round(self.batch_tokens / self.context))
-        per_rank = math.ceil(seqs / gpus)
-        accum = math.ceil(per_rank / self.micro_batch)
-        return math.ceil(per_rank / accum), accum
+        from .schedule import step_geometry
+
+        _, rows, accum = step_geometry(self.batch_tokens, self.context, self.micro_batch, gpus)
+        return rows, accum
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,59 @@
 """GPU-hour estimates: from FLOPs, the GPU's bf16 dense peak and an MFU (assumed, or measured from the
-study's finished cells)."""
+study's finished cells); and the GPUs each cell needs for its memory (scaling.memory)."""
 from __future__ import annotations
 
 import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from scaling.memory import GIB, Allocation, Workload, allocate
 from scaling.spec import RunSpec
 
 from .study import Study
 
 # Dense bf16 tensor-core peaks, TFLOP/s (vendor datasheets; V100 is fp16).
 PEAK_TFLOPS = {"a100": 312.0, "h100": 989.0, "h200": 989.0, "b200": 2250.0, "l40s": 362.0, "v100": 125.0}
+# Memory per GPU in GiB (2^30 bytes: an "80 GB" A100 holds 80 GiB); `cpu` has no bound.
+GPU_MEMORY_GB = {"a100": 80.0, "h100": 80.0, "h200": 141.0, "b200": 180.0, "l40s": 48.0, "v100": 32.0}
+
+
+def gpu_memory_bytes(ex) -> Optional[float]:
+    """Memory of one of the executor's GPUs (executor.gpu_memory_gb, else the table); None for `cpu`
+    or a GPU type the table does not know."""
+    if ex.gpu_type.lower() == "cpu":
+        return None
+    gb = ex.gpu_memory_gb if ex.gpu_memory_gb is not None else GPU_MEMORY_GB.get(ex.gpu_type.lower())
+    return None if gb is None else gb * GIB
+
+
+def cell_allocation(study: Study, cell: RunSpec, cache: Optional[dict] = None) -> Optional[Allocation]:
+    """The GPUs `cell` needs for its memory and gets on this study's executor: max(nodes x
+    gpus_per_node, the smallest count that fits) in whole nodes (scaling.memory.allocate); None when
+    the executor runs on CPUs (or its GPU memory is unknown): the study's resources as they are.
+    `cache` (a dict) shares the answer between cells of the same shape and memory settings."""
+    ex = study.executor
+    gpu_bytes = gpu_memory_bytes(ex)
+    if gpu_bytes is None:
+        return None
+    key = None
+    if cache is not None:
+        tr = cell.training
+        key = (json.dumps(cell.arch, sort_keys=True, default=str), cell.vocab_rows, cell.params,
+               Workload.of(tr), tr.sharding, tr.cpu_offload)
+        if key in cache:
+            return cache[key]
+    alloc = allocate(cell, gpu_bytes, base=ex.nodes * ex.gpus_per_node, per_node=ex.gpus_per_node)
+    if cache is not None:
+        cache[key] = alloc
+    return alloc
+
+
+def cell_nodes(study: Study, cell: RunSpec, alloc: Optional[Allocation] = None) -> int:
+    """Nodes a cell's job asks for."""
+    alloc = alloc if alloc is not None else cell_allocation(study, cell)
+    return study.executor.nodes if alloc is None else alloc.nodes
 
 
 @dataclass

@@ -5,6 +5,10 @@ DONE -> skip; a live job -> skip; FAILED -> retry while failures <= executor.max
 (never run, interrupted, its job gone) -> submit, and training resumes from the newest checkpoint.
 The code jobs run is snapshotted into the study dir first, so editing the checkout while jobs wait in
 the queue changes nothing.
+
+Each cell gets the study's GPUs (nodes x gpus_per_node), or more when its memory needs them
+(sweeps.cost.cell_allocation, in whole nodes); cells that need different resources go in separate
+arrays.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from scaling import rundir
+from scaling.spec import RunSpec
 
 from . import scheduler
 from .cell_job import CellJob
+from .cost import cell_allocation
 from .grid import expand
 from .rundirs import ensure_run_dir
 from .study import Study, StudyError
@@ -43,6 +49,7 @@ class SubmitReport:
     job_ids: dict[str, str] = field(default_factory=dict)   # cell key -> job id
     arrays: int = 0
     snapshot: Optional[Path] = None
+    nodes: dict[str, int] = field(default_factory=dict)     # cell key -> nodes its job asks for
 
     @property
     def submitted(self) -> list[str]:
@@ -153,7 +160,10 @@ def _in_dir(path: Path) -> Iterator[None]:
         sys.path[:] = old_path
 
 
-def make_executor(study: Study, kind: str, folder: Path):
+def make_executor(study: Study, kind: str, folder: Path, nodes: Optional[int] = None):
+    """A submitit executor for the study's cells; `nodes` (default executor.nodes) for cells whose
+    memory needs more GPUs. One task per GPU; on a `cpu` executor gpus_per_node counts the tasks
+    (processes) per node and no GPU is asked for."""
     import submitit
 
     ex = study.executor
@@ -162,7 +172,8 @@ def make_executor(study: Study, kind: str, folder: Path):
     common = {"timeout_min": ex.slurm.time_min, "name": f"slm-{study.name}"}
     if kind == "slurm":
         s = ex.slurm
-        params = {**common, "nodes": ex.nodes, "tasks_per_node": max(gpus, 1), "cpus_per_task": s.cpus_per_task,
+        params = {**common, "nodes": nodes or ex.nodes, "tasks_per_node": ex.gpus_per_node,
+                  "cpus_per_task": s.cpus_per_task,
                   "slurm_signal_delay_s": s.signal_delay_s, "slurm_array_parallelism": s.array_parallelism}
         if gpus:
             params["gpus_per_node"] = gpus
@@ -181,6 +192,24 @@ def make_executor(study: Study, kind: str, folder: Path):
     else:
         executor.update_parameters(**common)
     return executor
+
+
+def group_by_nodes(study: Study, cells: list[RunSpec], log: Callable[[str], None] = print
+                   ) -> dict[int, list[RunSpec]]:
+    """The cells by the nodes their jobs ask for (first appearance order): the study's nodes, or more
+    for cells whose memory needs more GPUs than the study gives. Warns about cells that fit no count."""
+    groups: dict[int, list[RunSpec]] = {}
+    cache: dict = {}
+    for cell in cells:
+        alloc = cell_allocation(study, cell, cache)
+        nodes = study.executor.nodes if alloc is None else alloc.nodes
+        if alloc is not None and not alloc.fits:
+            m = alloc.memory_allocated
+            log(f"warning: {cell.key}: needs {m.total / (1 << 30):.1f} GiB per GPU on {m.gpus} "
+                f"{study.executor.gpu_type} GPUs and fits no GPU count (training.sharding "
+                f"{cell.training.sharding}); see `launch.py plan`")
+        groups.setdefault(nodes, []).append(cell)
+    return groups
 
 
 def local_parallelism(array_parallelism: int, threads: int) -> int:
@@ -214,40 +243,47 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
     if dry_run or not todo:
         return report
     study_dir = study.study_dir
-    to_run = []
-    for cell in cells:
-        if cell.key in todo:
-            run_dir = ensure_run_dir(study, cell)
-            to_run.append((cell.key, run_dir))
+    groups = group_by_nodes(study, [c for c in cells if c.key in todo], log)
+    runs: dict[int, list[tuple[str, Path]]] = {}
+    for nodes, group in groups.items():
+        runs[nodes] = [(cell.key, ensure_run_dir(study, cell)) for cell in group]
+        report.nodes.update({cell.key: nodes for cell in group})
     report.snapshot = snapshot_code(study_dir)
     _prepare_tracking(study)
     limit = study.executor.slurm.max_array_size or (scheduler.max_array_size() if kind == "slurm" else None)
-    chunk = max(1, limit) if limit else len(to_run)
-    executor = make_executor(study, kind, study_dir / "jobs")
     threads = study.executor.slurm.cpus_per_task
     extra = {}
     if kind == "local":  # every local job starts at once: cap how many train together (lock-file slots)
         extra = {"slots": str(study_dir / "jobs" / "slots"),
                  "max_parallel": local_parallelism(study.executor.slurm.array_parallelism, threads)}
     with _in_dir(report.snapshot), _detached_output(kind):
-        for start in range(0, len(to_run), chunk):
-            part = to_run[start:start + chunk]
-            jobs = []
-            if kind == "debug":
-                jobs = [executor.submit(job_class(str(rd), threads)) for _, rd in part]
-            else:
-                with executor.batch():
-                    for _, rd in part:
-                        jobs.append(executor.submit(job_class(str(rd), threads, **extra)))
-            report.arrays += 1
-            for (key, rd), job in zip(part, jobs):
-                report.job_ids[key] = str(job.job_id)
-                state = rundir.read_state(rd)
-                rundir.update_state(rd, "PENDING", job_id=str(job.job_id), executor=kind,
-                                    job_ids=state.get("job_ids", []) + [str(job.job_id)],
-                                    submitted=state.get("submitted", 0) + 1)
-            if kind == "debug":
-                for job in jobs:
-                    with contextlib.suppress(Exception):
-                        job.result()  # the debug executor runs on result()
+        for nodes, to_run in runs.items():
+            _submit_group(study, kind, nodes, to_run, limit, threads, extra, report, job_class)
     return report
+
+
+def _submit_group(study: Study, kind: str, nodes: int, to_run: list[tuple[str, Path]], limit: Optional[int],
+                  threads: int, extra: dict, report: SubmitReport, job_class: type) -> None:
+    """Cells of the same resources: one array per `limit` cells."""
+    executor = make_executor(study, kind, study.study_dir / "jobs", nodes=nodes)
+    chunk = max(1, limit) if limit else len(to_run)
+    for start in range(0, len(to_run), chunk):
+        part = to_run[start:start + chunk]
+        jobs = []
+        if kind == "debug":
+            jobs = [executor.submit(job_class(str(rd), threads)) for _, rd in part]
+        else:
+            with executor.batch():
+                for _, rd in part:
+                    jobs.append(executor.submit(job_class(str(rd), threads, **extra)))
+        report.arrays += 1
+        for (key, rd), job in zip(part, jobs):
+            report.job_ids[key] = str(job.job_id)
+            state = rundir.read_state(rd)
+            rundir.update_state(rd, "PENDING", job_id=str(job.job_id), executor=kind,
+                                job_ids=state.get("job_ids", []) + [str(job.job_id)],
+                                submitted=state.get("submitted", 0) + 1)
+        if kind == "debug":
+            for job in jobs:
+                with contextlib.suppress(Exception):
+                    job.result()  # the debug executor runs on result()

@@ -1,12 +1,15 @@
-"""`launch.py plan`: the cells of a study with parameter counts, tokens, FLOPs and GPU-hours."""
+"""`launch.py plan`: the cells of a study with parameter counts, tokens, FLOPs, GPU-hours, and the memory
+per GPU and GPUs each cell needs (scaling.memory)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Optional
 
+from scaling.memory import GIB, USABLE, Allocation, Memory
 from scaling.spec import RunSpec
 
-from .cost import CostBasis, estimate
+from .cost import CostBasis, cell_allocation, estimate, gpu_memory_bytes
 from .grid import expand, load_tuned_law, tuned_fields, variants
 from .keys import short_count
 from .table import format_table
@@ -21,6 +24,8 @@ class Plan:
     basis: CostBasis
     tuned: Optional[dict] = None            # <study dir>/tuned.json when the study uses `tuned` settings
     tuned_fields: tuple[str, ...] = ()      # which settings (lr, batch_tokens)
+    # cell key -> GPUs needed and given for its memory; empty when the executor runs on CPUs
+    allocations: dict[str, Allocation] = field(default_factory=dict)
 
     @property
     def total_gpu_hours(self) -> float:
@@ -36,7 +41,26 @@ def make_plan(study: Study) -> Plan:
     hours, basis = estimate(study, cells)
     fields = tuple(sorted({f for v in variants(study) for f in tuned_fields(v.training)}))
     tuned = load_tuned_law(study) if fields else None
-    return Plan(study, cells, hours, basis, tuned, fields)
+    allocations, cache = {}, {}
+    for c in cells:
+        alloc = cell_allocation(study, c, cache)
+        if alloc is not None:
+            allocations[c.key] = alloc
+    return Plan(study, cells, hours, basis, tuned, fields, allocations)
+
+
+def _shown(alloc: Allocation) -> Memory:
+    """The memory a plan shows: at the GPUs needed, or (when nothing fits) at the GPUs given."""
+    return alloc.memory if alloc.memory is not None else alloc.memory_allocated
+
+
+def _gpus_text(alloc: Optional[Allocation]) -> str:
+    if alloc is None:
+        return "-"
+    if alloc.needed is None:
+        return "no fit"
+    m = alloc.memory
+    return f"{alloc.needed}{' fsdp' if m.sharded else ''}{'+offload' if m.cpu_offload else ''}"
 
 
 def member_sizes(study: Study) -> list[dict]:
@@ -65,8 +89,24 @@ def cell_rows(plan: Plan) -> list[dict]:
             "flops_convention": c.flops_convention, "cost_flops": c.cost_flops,
             "gpu_hours": plan.gpu_hours[c.key], "gpus": plan.basis.gpus_per_cell,
             "lr": c.training.lr, "min_lr": c.training.min_lr, "batch_tokens": c.training.batch_tokens,
+            **_memory_fields(plan.allocations.get(c.key)),
         })
     return out
+
+
+def _memory_fields(alloc: Optional[Allocation]) -> dict:
+    """Per-GPU memory (GiB) at the GPUs needed, the count needed (None: no count fits), whether it
+    shards, and what submit gives the cell; all None when the executor runs on CPUs."""
+    names = ("weights", "grads", "optimizer", "activations", "transient", "total")
+    if alloc is None:
+        return {**{f"mem_{n}_gb": None for n in names}, "gpus_needed": None, "sharded": False,
+                "cpu_offload": False, "gpus_allocated": None, "nodes": None}
+    m = _shown(alloc)
+    values = (m.weights, m.gradients, m.optimizer, m.activations, m.transient, m.total)
+    return {**{f"mem_{n}_gb": round(v / GIB, 3) for n, v in zip(names, values)},
+            "gpus_needed": alloc.needed, "sharded": alloc.sharded,
+            "cpu_offload": bool(alloc.memory_allocated and alloc.memory_allocated.cpu_offload),
+            "gpus_allocated": alloc.gpus, "nodes": alloc.nodes}
 
 
 def format_plan(plan: Plan) -> str:
@@ -75,22 +115,25 @@ def format_plan(plan: Plan) -> str:
     tuned_cols = (["lr"] if "lr" in plan.tuned_fields else []) + \
                  (["batch"] if "batch_tokens" in plan.tuned_fields else [])
     header = ["family", "member", "init", "setup"] + (["variant"] if show_variant else []) + \
-             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h"] + tuned_cols + ["key"]
+             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "mem/GPU", "GPUs"] + tuned_cols + ["key"]
     rows = []
     for c in plan.cells:
         row = [c.family, c.member, c.init, c.setup] + ([c.variant or "-"] if show_variant else [])
         row += [short_count(c.params.total), short_count(c.params.nonembedding), short_count(c.tokens),
                 f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}"]
+        alloc = plan.allocations.get(c.key)
+        row += [f"{_shown(alloc).total / GIB:.1f}G" if alloc else "-", _gpus_text(alloc)]
         row += ([f"{c.training.lr:.3g}"] if "lr" in plan.tuned_fields else []) + \
                ([short_count(c.training.batch_tokens)] if "batch_tokens" in plan.tuned_fields else []) + [c.key]
         rows.append(row)
     first_num = 5 if show_variant else 4
-    table = format_table(header, rows, set(range(first_num, first_num + 6 + len(tuned_cols))))
+    table = format_table(header, rows, set(range(first_num, first_num + 8 + len(tuned_cols))))
     ex = plan.study.executor
     gpu = ex.gpu_type if ex.peak_tflops is None else f"{ex.gpu_type} ({ex.peak_tflops:g} TFLOP/s)"
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
               f"{plan.total_gpu_hours:,.4g} {gpu} GPU-hours ({plan.basis.describe()}; "
               f"cost counts 6ND + attention FLOPs)")
+    totals += _memory_totals(plan)
     if plan.tuned is not None:
         from analysis.lr_law import describe_law
 
@@ -98,3 +141,40 @@ def format_plan(plan: Plan) -> str:
         totals += (f"\ntuned ({', '.join(plan.tuned_fields)}) from {plan.study.study_dir / 'tuned.json'} "
                    f"(members {members}):\n  " + describe_law(plan.tuned).replace("\n", "\n  "))
     return table + totals
+
+
+def _memory_totals(plan: Plan) -> str:
+    """The memory lines under the table: what the columns mean, the cells that shard, the GPUs given."""
+    ex = plan.study.executor
+    gpu_bytes = gpu_memory_bytes(ex)
+    if gpu_bytes is None or not plan.allocations:
+        why = "CPU executor" if ex.gpu_type.lower() == "cpu" else \
+            f"no memory known for gpu_type {ex.gpu_type!r}: set executor.gpu_memory_gb"
+        return f"\nmem/GPU, GPUs: - ({why})"
+    gpu = f"{ex.gpu_type} ({gpu_bytes / GIB:g} GiB)"
+    allocs = [plan.allocations[c.key] for c in plan.cells]
+    base = ex.nodes * ex.gpus_per_node
+    lines = [f"\nmem/GPU: peak training memory per GPU in GiB at the GPUs needed (weights, gradients, AdamW "
+             f"state, activations at the cell's micro-batch and context; scaling.memory), planned to "
+             f"{USABLE:.0%} of one {gpu}"]
+    sharded = [a for a in allocs if a.needed is not None and a.memory.sharded]
+    if sharded:
+        counts = sorted({a.needed for a in sharded})
+        span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        lines.append(f"{len(sharded)} of {len(allocs)} cells need sharding (FSDP) over {span} {gpu} GPUs "
+                     f"(sharding: {_modes(plan)})")
+    else:
+        lines.append(f"no cell needs sharding on {gpu} GPUs")
+    nofit = [a for a in allocs if a.needed is None]
+    if nofit:
+        lines.append(f"{len(nofit)} cells fit no GPU count (mem/GPU shown at {base} GPUs): with sharding none "
+                     "a replica must fit one GPU, and activations never shard; set training."
+                     "gradient_checkpointing: true, a smaller micro_batch, or sharding auto")
+    given = Counter(a.gpus for a in allocs)
+    per = ", ".join(f"{n} cells x {g} GPUs" for g, n in sorted(given.items()))
+    lines.append(f"submit gives each cell max({base}, needed) GPUs in whole nodes of {ex.gpus_per_node}: {per}")
+    return "\n".join(lines)
+
+
+def _modes(plan: Plan) -> str:
+    return ", ".join(sorted({c.training.sharding for c in plan.cells}))

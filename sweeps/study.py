@@ -118,6 +118,7 @@ class ExecutorConfig:
     kind: Literal["local", "slurm", "debug"] = "local"
     gpu_type: str = "a100"
     peak_tflops: Optional[float] = bounded(None, gt=0)   # overrides the GPU table
+    gpu_memory_gb: Optional[float] = bounded(None, gt=0)  # GiB per GPU; overrides the table (sweeps.cost)
     assumed_mfu: float = bounded(0.35, gt=0, max=1)
     nodes: int = bounded(1, min=1)
     gpus_per_node: int = bounded(1, min=1)

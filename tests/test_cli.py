@@ -20,6 +20,23 @@ def test_plan_sims_table(cli):
     assert "494M" in out  # Qwen2.5-0.5B + 502 rows rounds to 494M
 
 
+def test_plan_sims_memory_columns(cli):
+    """Which cells need sharding and how many A100s (80 GB): the GPUs column and the totals."""
+    res = cli("plan", "examples/sims.yaml")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "mem/GPU" in lines[0] and "GPUs" in lines[0]
+    row = {line.split()[-1]: line for line in lines[2:18]}
+    seven = [line for key, line in row.items() if key.startswith("qwen2.5-7B-")]
+    small = [line for key, line in row.items() if key.startswith("qwen2.5-0.5B-")]
+    assert len(seven) == 2 and all(line.split()[-2] == "fsdp" and int(line.split()[-3]) >= 2 for line in seven)
+    assert len(small) == 4 and all(line.split()[-2] == "1" and line.split()[-3].endswith("G") for line in small)
+    assert "cells need sharding (FSDP)" in res.stdout and "a100 (80 GiB)" in res.stdout
+    rows = json.loads(cli("plan", "examples/sims.yaml", "--json").stdout)
+    assert {r["sharded"] for r in rows if r["member"] == "7B"} == {True}
+    assert all(r["gpus_allocated"] >= max(8, r["gpus_needed"]) for r in rows)
+
+
 def test_plan_json(cli):
     res = cli("plan", "examples/sims.yaml", "--json")
     assert res.returncode == 0, res.stderr

@@ -180,7 +180,7 @@ def test_two_task_sharded_cell_preempted_resumes_and_matches(tmp_path, slurm):
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    ref = study("ref", sharding="none")
+    ref = study("ref", sharding="none", checkpoint_every_tokens=10 ** 9)   # (a keyed setting: same in both)
     res = launch("train", str(ref), "--cell", "tiny")                    # one process, unsharded
     assert res.returncode == 0, res.stderr[-2000:]
     pre = study("pre", sharding="fsdp", checkpoint_every_tokens=10 ** 9)
