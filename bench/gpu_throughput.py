@@ -160,7 +160,7 @@ def run_trainer(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps:
 
 def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: int, eos: int,
              lr: float = 1e-4, losses: list | None = None, whole: bool = False, profile: bool = False,
-             **training) -> float:
+             bf16_weights: bool = False, **training) -> float:
     """The cell's own step functions; returns tokens/s over the timed steps."""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
@@ -179,9 +179,14 @@ def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: in
     model = loss_model(lm, eos, tr, acc.device)
     if whole:  # experiment: one graph for the whole forward instead of one per block
         model.forward = torch.compile(model.forward, dynamic=False)
+    if bf16_weights:  # FSDP2 over a group of one: bf16 compute weights, fp32 master weights in AdamW
+        from scaling import sharding
+
+        sharding.shard(model, bf16=True, cpu_offload=False)
     opt = make_optimizer(model.parameters(), tr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    model, opt = acc.prepare(model, opt)
+    if not bf16_weights:
+        model, opt = acc.prepare(model, opt)
     model.train()
     timer = _Timer(warmup)
     for i in range(warmup + steps):
@@ -244,10 +249,12 @@ def throughput(name: str, mb: int, T: int, warmup: int, steps: int, variants: li
                 "doc_eager": {"doc_mask": True, "compile": False},
                 "doc_profile": {"doc_mask": True, "profile": True},
                 "whole": {"doc_mask": True, "compile": False, "whole": True},
-                "mb16": {"doc_mask": True}}[v]
-        if v == "mb16":
+                "mb16": {"doc_mask": True},
+                "doc_bf16w": {"doc_mask": True, "bf16_weights": True},
+                "mb16_bf16w": {"doc_mask": True, "bf16_weights": True}}[v]
+        if v.startswith("mb16"):
             try:
-                record("ours_mb16", run_ours(cfg, None, wins, 16, 2, (warmup + steps) // 2 - 2, eos, **opts))
+                record(f"ours_{v}", run_ours(cfg, None, wins, 16, 2, (warmup + steps) // 2 - 2, eos, **opts))
             except Exception:
                 traceback.print_exc()
             continue
@@ -328,7 +335,8 @@ def numerics(steps: int, T: int, mb: int, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="qwen2.5-0.5B,llama3.2-1B")
-    ap.add_argument("--variants", default="doc,causal", help="doc, causal, doc_ckpt, doc_eager, doc_profile, whole, mb16")
+    ap.add_argument("--variants", default="doc,causal", help="doc, causal, doc_ckpt, doc_eager, doc_profile, whole, mb16, "
+                    "doc_bf16w / mb16_bf16w (bf16 compute weights through FSDP2 over one GPU; fp32 master in AdamW)")
     ap.add_argument("--no-trainer", action="store_true", help="skip the Trainer baseline (profiling runs)")
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--context", type=int, default=2048)
