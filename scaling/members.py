@@ -236,8 +236,13 @@ def gguf_source(weights: Optional[str]) -> Optional[tuple[Path, dict[str, Any]]]
 
 def _local_weights(weights: Optional[str], where: str, base_dir: Optional[Path]) -> Optional[str]:
     """A family's `weights` entry: a .gguf file becomes its converted folder; others pass through."""
-    if weights is None or not weights.endswith(GGUF_SUFFIX):
-        return weights
+    if weights is None:
+        return None
+    if not weights.endswith(GGUF_SUFFIX):  # a local folder (relative to the study) becomes absolute
+        local = Path(weights).expanduser()
+        if not local.is_absolute() and base_dir is not None and (base_dir / local).is_dir():
+            return str((base_dir / local).resolve())
+        return str(local.resolve()) if local.is_dir() else weights
     path = Path(weights).expanduser()
     if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path
@@ -292,8 +297,8 @@ def resolve(spec: str, where: str, catalog_family: Optional[str] = None,
             raise InputError(f"{where}: {spec!r} has no readable config.json")
         cfg = check_arch(read_config_json(cfg_path, where), where)
         name = path.name if path.is_dir() else path.parent.name
-        return Member(name=key_name(name), config=cfg, source="local",
-                      weights=weights or (str(path) if path.is_dir() else None))
+        return Member(name=key_name(name), config=cfg, source="local",   # absolute: jobs start elsewhere
+                      weights=weights or (str(path.resolve()) if path.is_dir() else None))
     if catalog_family is not None and "/" not in spec:
         names = ", ".join(catalog.member_names(catalog_family))
         raise InputError(f"{where}: unknown member {spec!r} of catalog family {catalog_family}; "

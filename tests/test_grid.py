@@ -136,6 +136,22 @@ def test_local_member_folder_same_keys_anywhere(tmp_path):
     assert keys[0] == keys[1] and keys[0].startswith("mine-my-qwen-1B-")
 
 
+def test_local_member_weights_absolute_whatever_the_cwd(tmp_path, monkeypatch):
+    """A job starts in the code snapshot folder, not where `submit` ran: a member folder named relative
+    to the study must reach the run spec as an absolute path (the key stays as the study names it)."""
+    d = tmp_path / "proj"
+    _write_qwen_folder(d / "models" / "my-qwen")
+    data = {"name": "loc", "families": {"mine": {"members": ["models/my-qwen"]}}, "grid": {"tokens": [1e9]}}
+    (d / "s.yaml").write_text(yaml.safe_dump(data))
+    key_from_inside = None
+    for cwd, study in ((d, "s.yaml"), (tmp_path, "proj/s.yaml")):
+        monkeypatch.chdir(cwd)
+        (cell,) = expand(load_study(Path(study)))
+        assert Path(cell.weights).is_absolute() and Path(cell.weights) == (d / "models" / "my-qwen").resolve()
+        key_from_inside = key_from_inside or cell.key
+        assert cell.key == key_from_inside
+
+
 def test_hf_cache_member(tmp_path, cli):
     cache = tmp_path / "hub"
     snap = cache / "models--someorg--tiny-qwen" / "snapshots" / "abc123"
