@@ -23,10 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpu_throughput import packed_stream, shape, windows  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 TINY = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False,
@@ -34,23 +35,13 @@ TINY = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128, "num
 
 
 def member_config(name: str) -> tuple[dict, int]:
-    from scaling.catalog import find_member
+    """(HF config dict, rows) of a catalog member (`family-member`) or the tiny CPU shape, +502 rows."""
+    if name != "tiny":
+        arch, rows, _ = shape(name)
+        return dict(arch), rows
     from scaling.vocab import vocab_rows
 
-    if name == "tiny":
-        cfg = dict(TINY)
-    else:
-        family, member = name.split("-", 1)
-        cfg = dict(find_member(family, member).config)
-    rows, _ = vocab_rows("interleaved", cfg["vocab_size"], 500)
-    return cfg, rows
-
-
-def windows(n: int, T: int, vocab: int, eos: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, vocab, (n, T + 1), dtype=np.int64)
-    ids[rng.random((n, T + 1)) < 1 / 700] = eos
-    return ids
+    return dict(TINY), vocab_rows("interleaved", TINY["vocab_size"], 500)[0]
 
 
 def main() -> None:
@@ -116,7 +107,8 @@ def main() -> None:
     print(f"built and sharded in {time.time() - t0:.0f}s")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    wins = windows(mb * (args.steps + 1), T, cfg_dict["vocab_size"], eos)
+    n = mb * (args.steps + 1)
+    wins = windows(packed_stream(n * T + 1, cfg_dict["vocab_size"], eos), T, n)
     losses, times = [], []
     for i in range(args.steps + 1):
         w = wins[i * mb:(i + 1) * mb]

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from . import ce_kernel
+from .memory import ROW_ALIGN, chunk_tokens
 
 IGNORE = -100
 
@@ -47,8 +48,9 @@ def _chunk_fn(compiled: bool):
     return _compiled["fn"]
 
 
-ROW_ALIGN = 128  # head rows padded to this in the matmul copy: 152,438 rows (Qwen2.5 + 502) are not
-                 # 16-byte aligned, which keeps cuBLAS off its fastest Hopper kernels
+# ROW_ALIGN: head rows padded to this in the matmul copy: 152,438 rows (Qwen2.5 + 502) are not 16-byte
+# aligned, which keeps cuBLAS off its fastest Hopper kernels. It and chunk_tokens live in scaling.memory
+# (no torch there), which estimates what they allocate.
 
 
 def _head_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -92,13 +94,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         hd, wd = ctx.dtypes
         return (grad_h * grad_loss).to(hd), (grad_w * grad_loss).to(wd), None, None, None, None
-
-
-def chunk_tokens(vocab: int, budget_bytes: int = 4 << 30) -> int:
-    """Tokens per chunk: a power of two in [1024, 16384] with chunk x vocab x 4 bytes (logits and their
-    gradient in bf16) within `budget_bytes`. Big chunks keep the head matmuls efficient."""
-    fit = 1 << max(0, (budget_bytes // (4 * vocab)).bit_length() - 1)
-    return min(16384, max(1024, fit))
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,

@@ -65,13 +65,15 @@ from typing import Any, Optional, Union
 
 GIB = 1 << 30
 USABLE = 0.9           # share of a GPU's memory a cell may plan to use (CUDA context, NCCL, fragmentation)
-ROW_ALIGN = 128        # scaling.linear_ce.ROW_ALIGN: head rows are padded to this in the matmul copy
+ROW_ALIGN = 128        # head rows are padded to this in the fused head's matmul copy (scaling.linear_ce)
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 MAX_GPUS = 1 << 16     # search bound for gpus_needed
 
 
 def chunk_tokens(vocab: int, budget_bytes: int = 4 << 30) -> int:
-    """`scaling.linear_ce.chunk_tokens` (that module imports torch)."""
+    """Tokens per chunk of the fused head + loss (scaling.linear_ce): a power of two in [1024, 16384] with
+    chunk x vocab x 4 bytes (logits and their gradient in bf16) within `budget_bytes`. Big chunks keep
+    the head matmuls efficient. Here, not in linear_ce, because the planner must not import torch."""
     fit = 1 << max(0, (budget_bytes // (4 * vocab)).bit_length() - 1)
     return min(16384, max(1024, fit))
 
@@ -118,7 +120,7 @@ class ModelShape:
     def from_arch(cls, arch: dict[str, Any], vocab_rows: int, counts: Any = None) -> "ModelShape":
         """From an HF config dict (as in RunSpec.arch) with `vocab_rows` rows; `counts` (ParamCounts)
         defaults to scaling.params.count."""
-        from .params import count, head_dim
+        from .params import count, head_dim, llama_block, row_width
 
         if counts is None:
             counts = count(arch, vocab_rows)
@@ -128,19 +130,12 @@ class ModelShape:
         kv = int(arch.get("num_key_value_heads") or heads)
         hd = head_dim(arch)
         inter = int(arch.get("intermediate_size") or arch.get("ffn_dim") or 4 * d)
-        width = int(arch.get("word_embed_proj_dim") or d) if mtype == "opt" else d
+        width = int(row_width({"model_type": mtype, **arch}))
         tied = counts.output_head == 0
         if mtype in LLAMA_LIKE:
-            q, kvd = heads * hd, kv * hd
-            if mtype == "qwen2":
-                bias_t, qkv_bias, o_bias = 3, q + 2 * kvd, 0
-            elif arch.get("attention_bias", False):
-                bias_t, qkv_bias, o_bias = 4, q + 2 * kvd, d
-            else:
-                bias_t, qkv_bias, o_bias = 0, 0, 0
+            block, linear = llama_block({"model_type": mtype, **arch})
+            bias_t = 3 if mtype == "qwen2" else (4 if arch.get("attention_bias", False) else 0)
             mlp_bias = arch.get("mlp_bias", False)
-            linear = 2 * d * q + 2 * d * kvd + qkv_bias + o_bias + 3 * d * inter + ((2 * inter + d) if mlp_bias else 0)
-            block = linear + 2 * d + (2 * hd if mtype == "qwen3" else 0)
             per_block_t = 7 + 2 + bias_t + (3 if mlp_bias else 0) + (2 if mtype == "qwen3" else 0)
             tensors = 1 + layers * per_block_t + 1 + (0 if tied else 1)
             return cls(mtype, d, layers, heads, kv, hd, inter, vocab_rows, width, counts.total, counts.embedding,

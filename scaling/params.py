@@ -35,8 +35,9 @@ def head_dim(cfg: dict[str, Any]) -> int:
     return int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
 
 
-def _llama_like(cfg: dict[str, Any], rows: int) -> tuple[int, int, int]:
-    d, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+def llama_block(cfg: dict[str, Any]) -> tuple[int, int]:
+    """(parameters of one Llama-like decoder block, of which in its linear layers, weights and biases)."""
+    d, inter = cfg["hidden_size"], cfg["intermediate_size"]
     hd = head_dim(cfg)
     q, kv = cfg["num_attention_heads"] * hd, cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     kv *= hd
@@ -47,11 +48,15 @@ def _llama_like(cfg: dict[str, Any], rows: int) -> tuple[int, int, int]:
         qkv_bias, o_bias = q + 2 * kv, d
     else:
         qkv_bias, o_bias = 0, 0
-    attn = d * q + 2 * d * kv + q * d + qkv_bias + o_bias
-    if mtype == "qwen3":  # per-head RMSNorm on queries and keys
-        attn += 2 * hd
-    mlp = 3 * d * inter + ((2 * inter + d) if cfg.get("mlp_bias", False) else 0)
-    body = layers * (attn + mlp + 2 * d) + d
+    linear = d * q + 2 * d * kv + q * d + qkv_bias + o_bias + 3 * d * inter \
+        + ((2 * inter + d) if cfg.get("mlp_bias", False) else 0)
+    qk_norms = 2 * hd if mtype == "qwen3" else 0   # per-head RMSNorm on queries and keys
+    return linear + qk_norms + 2 * d, linear
+
+
+def _llama_like(cfg: dict[str, Any], rows: int) -> tuple[int, int, int]:
+    d = cfg["hidden_size"]
+    body = cfg["num_hidden_layers"] * llama_block(cfg)[0] + d
     emb = rows * d
     head = 0 if cfg.get("tie_word_embeddings", True) else rows * d
     return emb, head, body
@@ -85,7 +90,8 @@ def _opt(cfg: dict[str, Any], rows: int) -> tuple[int, int, int]:
     return emb, head, body
 
 
-def _row_width(cfg: dict[str, Any]) -> int:
+def row_width(cfg: dict[str, Any]) -> int:
+    """Width of the embedding and head rows (OPT may project them)."""
     if cfg["model_type"] == "opt":
         return cfg.get("word_embed_proj_dim") or cfg["hidden_size"]
     return cfg["hidden_size"]
@@ -112,7 +118,7 @@ def count_params(cfg: dict[str, Any], rows: int | None = None, base_rows: int | 
     else:
         raise KeyError(f"no closed form for model_type {mtype!r}")
     new_rows = max(rows - base_rows, 0)
-    width = _row_width(cfg)
+    width = row_width(cfg)
     new_params = new_rows * width * (1 if tied(cfg) else 2)
     return ParamCounts(total=emb + head + body, embedding=emb, output_head=head, nonembedding=body,
                        vocab_rows=rows, new_rows=new_rows, new_row_params=new_params)

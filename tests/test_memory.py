@@ -13,7 +13,7 @@ import yaml
 
 from scaling import memory
 from scaling.catalog import find_member
-from scaling.linear_ce import ROW_ALIGN, chunk_tokens
+from scaling.memory import ROW_ALIGN
 from scaling.lm_step import LossModel, decoder_blocks
 from scaling.memory import GIB, ModelShape, Workload, estimate, gpus_needed, needs_sharding, plan_at
 from scaling.params import count_params
@@ -128,12 +128,6 @@ def test_activations_match_the_saved_tensors(kind, tied, layers, mode):
     expected = e.activations + head_grad + (0 if mode == "checkpointing" else e.copies)
     assert abs(expected / measured - 1) < TOLERANCE, (expected, measured)
     assert expected >= measured
-
-
-def test_chunk_tokens_is_linear_ce():
-    for v in (300, 50304, 128758, 152438, 152566, 1 << 20):
-        assert memory.chunk_tokens(v) == chunk_tokens(v)
-    assert memory.ROW_ALIGN == ROW_ALIGN
 
 
 MEASURED = json.loads((ROOT / "bench/results/gpu_throughput_h100_2026-11-25.json").read_text())
