@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,8 @@ def run_trainer(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps:
 
 def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: int, eos: int,
              lr: float = 1e-4, losses: list | None = None, whole: bool = False, profile: bool = False,
-             bf16_weights: bool = False, **training) -> float:
+             bf16_weights: bool = False, compile_mode: str | None = None, sdpa_backend: str | None = None,
+             **training) -> float:
     """The cell's own step functions; returns tokens/s over the timed steps."""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
@@ -176,7 +178,7 @@ def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: in
     if model_state is not None:
         lm.load_state_dict(model_state)
     lm.to(acc.device)
-    model = loss_model(lm, eos, tr, acc.device)
+    model = loss_model(lm, eos, tr, acc.device, compile_mode=compile_mode)
     if whole:  # experiment: one graph for the whole forward instead of one per block
         model.forward = torch.compile(model.forward, dynamic=False)
     if bf16_weights:  # FSDP2 over a group of one: bf16 compute weights, fp32 master weights in AdamW
@@ -189,13 +191,19 @@ def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: in
         model, opt = acc.prepare(model, opt)
     model.train()
     timer = _Timer(warmup)
-    for i in range(warmup + steps):
-        w = wins[i * mb:(i + 1) * mb]
-        loss = optimizer_step(acc, model, opt, sched, [(w[:, :-1], w[:, 1:])], mb * T, tr.grad_clip)
-        if losses is not None:
-            losses.append(loss / (mb * T))
-        timer.step(i + 1)
-    seconds = timer.stop()
+    backend = nullcontext()
+    if sdpa_backend:  # chosen while the compiled blocks trace, so it holds for the whole run
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = sdpa_kernel([getattr(SDPBackend, f"{sdpa_backend.upper()}_ATTENTION")])
+    with backend:
+        for i in range(warmup + steps):
+            w = wins[i * mb:(i + 1) * mb]
+            loss = optimizer_step(acc, model, opt, sched, [(w[:, :-1], w[:, 1:])], mb * T, tr.grad_clip)
+            if losses is not None:
+                losses.append(loss / (mb * T))
+            timer.step(i + 1)
+        seconds = timer.stop()
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
@@ -208,6 +216,46 @@ def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: in
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
     del model, opt, lm, acc
     return steps * mb * T / seconds
+
+
+VARIANT_PARTS = {
+    "doc": "attention inside each packed document (FlexAttention block mask); the default",
+    "causal": "plain causal attention across documents (SDPA, flash on CUDA)",
+    "cudnn": "with causal: SDPA restricted to the cuDNN attention backend",
+    "mb16": "micro-batch 16 (the same tokens per step through fewer, larger micro-batches)",
+    "bf16w": "bf16 compute weights through FSDP2 over one GPU, fp32 master weights in AdamW",
+    "autotune": "blocks compiled with mode max-autotune-no-cudagraphs",
+    "ckpt": "activation checkpointing",
+    "eager": "blocks not compiled",
+    "profile": "print a torch.profiler table of two steps",
+    "whole": "one compiled graph for the whole forward instead of one per block",
+}
+
+
+def variant_options(name: str) -> tuple[dict, int | None]:
+    """`doc_bf16w`, `causal_cudnn`, `mb16_bf16w_autotune`, ...: parts joined by '_' (VARIANT_PARTS);
+    returns run_ours keyword arguments and the micro-batch (None: the --micro-batch)."""
+    parts = name.split("_")
+    unknown = [p for p in parts if p not in VARIANT_PARTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown part {unknown[0]!r} in {name!r}; expected parts of "
+                         f"{', '.join(VARIANT_PARTS)} joined by '_'")
+    opts = {"doc_mask": "causal" not in parts}
+    if "cudnn" in parts:
+        opts["sdpa_backend"] = "cudnn"
+    if "bf16w" in parts:
+        opts["bf16_weights"] = True
+    if "autotune" in parts:
+        opts["compile_mode"] = "max-autotune-no-cudagraphs"
+    if "ckpt" in parts:
+        opts["gradient_checkpointing"] = True
+    if "eager" in parts or "whole" in parts:
+        opts["compile"] = False
+    if "whole" in parts:
+        opts["whole"] = True
+    if "profile" in parts:
+        opts["profile"] = True
+    return opts, (16 if "mb16" in parts else None)
 
 
 def _free() -> None:
@@ -244,23 +292,12 @@ def throughput(name: str, mb: int, T: int, warmup: int, steps: int, variants: li
         row["hf_trainer"] = {"tokens_per_second": float("nan"), "peak_memory_gib": None}
     for v in variants:
         _free()
-        opts = {"doc": {"doc_mask": True}, "causal": {"doc_mask": False},
-                "doc_ckpt": {"doc_mask": True, "gradient_checkpointing": True},
-                "doc_eager": {"doc_mask": True, "compile": False},
-                "doc_profile": {"doc_mask": True, "profile": True},
-                "whole": {"doc_mask": True, "compile": False, "whole": True},
-                "mb16": {"doc_mask": True},
-                "doc_bf16w": {"doc_mask": True, "bf16_weights": True},
-                "mb16_bf16w": {"doc_mask": True, "bf16_weights": True}}[v]
-        if v.startswith("mb16"):
-            try:
-                record(f"ours_{v}", run_ours(cfg, None, wins, 16, 2, (warmup + steps) // 2 - 2, eos, **opts))
-            except Exception:
-                traceback.print_exc()
-            continue
-        try:
-            record(f"ours_{v}", run_ours(cfg, None, wins, mb, warmup, steps, eos, **opts))
-        except Exception:  # one failing variant must not hide the others' figures
+        opts, micro = variant_options(v)
+        micro = micro or mb
+        w, s = (warmup, steps) if micro == mb else (max(2, warmup * mb // micro), max(1, steps * mb // micro))
+        try:  # one failing variant must not hide the others' figures
+            record(f"ours_{v}", run_ours(cfg, None, wins, micro, w, s, eos, **opts))
+        except Exception:
             traceback.print_exc()
     base = row["hf_trainer"]["tokens_per_second"]
     for v in variants:
@@ -269,7 +306,7 @@ def throughput(name: str, mb: int, T: int, warmup: int, steps: int, variants: li
     return row
 
 
-def numerics(steps: int, T: int, mb: int, tmp: Path) -> dict:
+def numerics(steps: int, T: int, mb: int, tmp: Path, variant: str = "doc") -> dict:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from scaling.config import Corpus, DataConfig, StreamMix
@@ -298,13 +335,18 @@ def numerics(steps: int, T: int, mb: int, tmp: Path) -> dict:
     run_trainer(cfg, state, wins, mb, 1, steps - 1, tmp / "num", masks=True, eos=vocab.eos_id, lr=1e-3,
                 losses=hf_losses)
     _free()
-    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=our_losses, doc_mask=True)
+    opts, _ = variant_options(variant)  # the cell as the throughput run measured it (micro-batch aside)
+    if not opts["doc_mask"]:
+        raise ValueError(f"--numerics-variant {variant!r}: the Trainer gets the document masks; use a doc variant")
+    opts.pop("profile", None)
+    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=our_losses, **opts)
     # calibration: the same numerics through other kernels (eager, unfused blocks); how far two correct
     # bf16 runs drift apart on this data is the scale the Trainer comparison is judged on
     eager_losses = []
     _free()
-    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=eager_losses, doc_mask=True,
-             compile=False)
+    eager = {k: v for k, v in opts.items() if k not in ("compile_mode", "whole")}
+    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=eager_losses,
+             **{**eager, "compile": False})
     a = np.array([float(v) for v in hf_losses])
     b = np.array([float(v) for v in our_losses])
     c = np.array([float(v) for v in eager_losses])
@@ -322,7 +364,7 @@ def numerics(steps: int, T: int, mb: int, tmp: Path) -> dict:
           f"(ours); largest |diff| per step {diff.max():.4f} at step {int(diff.argmax()) + 1} (mean {diff.mean():.4f}), "
           f"first 20 steps {diff[:20].max():.4f}; of the {k}-step mean curves {smooth.max():.4f} "
           f"(tolerance {NUMERICS_TOLERANCE})", flush=True)
-    return {"steps": steps, "max_abs_smoothed_loss_diff": round(float(smooth.max()), 5),
+    return {"steps": steps, "variant": variant, "max_abs_smoothed_loss_diff": round(float(smooth.max()), 5),
             "max_abs_loss_diff_first_20": round(float(diff[:20].max()), 5),
             "max_abs_loss_diff": round(float(diff.max()), 5), "calibration_smoothed_diff": round(calib, 5),
             "within_tolerance": bool(smooth.max() <= max(NUMERICS_TOLERANCE, 2 * calib)),
@@ -335,16 +377,24 @@ def numerics(steps: int, T: int, mb: int, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="qwen2.5-0.5B,llama3.2-1B")
-    ap.add_argument("--variants", default="doc,causal", help="doc, causal, doc_ckpt, doc_eager, doc_profile, whole, mb16, "
-                    "doc_bf16w / mb16_bf16w (bf16 compute weights through FSDP2 over one GPU; fp32 master in AdamW)")
+    ap.add_argument("--variants", default="doc,causal",
+                    help="comma-separated; each is parts joined by '_': " + "; ".join(
+                        f"{k}: {v}" for k, v in VARIANT_PARTS.items()))
     ap.add_argument("--no-trainer", action="store_true", help="skip the Trainer baseline (profiling runs)")
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--numerics-steps", type=int, default=200)
+    ap.add_argument("--numerics-variant", default="doc",
+                    help="the cell variant whose numerics are compared with the Trainer's (a doc variant)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
+    for v in args.variants.split(",") + [args.numerics_variant]:  # a misspelt variant fails now
+        try:
+            variant_options(v)
+        except ValueError as e:
+            ap.error(str(e))
     if not torch.cuda.is_available():
         print(json.dumps({"bench": "gpu_throughput", "skipped": "no CUDA GPU on this machine"}))
         return
@@ -357,7 +407,7 @@ def main() -> None:
             result["shapes"].append(throughput(name, args.micro_batch, args.context, args.warmup, args.steps,
                                                args.variants.split(","), tmp, not args.no_trainer))
         if args.numerics_steps:
-            result["numerics"] = numerics(args.numerics_steps, 512, 8, tmp)
+            result["numerics"] = numerics(args.numerics_steps, 512, 8, tmp, args.numerics_variant)
     summary = {"bench": "gpu_throughput", "device": device}
     for row in result["shapes"]:
         best = max((k for k in row if k.startswith("ours_")), key=lambda k: row[k]["tokens_per_second"])
@@ -370,7 +420,7 @@ def main() -> None:
                                  "hf_peak_memory_gib": row["hf_trainer"]["peak_memory_gib"]}
     if "numerics" in result:
         n = result["numerics"]
-        summary["numerics"] = {k: n[k] for k in ("steps", "max_abs_smoothed_loss_diff", "max_abs_loss_diff_first_20",
+        summary["numerics"] = {k: n[k] for k in ("steps", "variant", "max_abs_smoothed_loss_diff", "max_abs_loss_diff_first_20",
                                                  "max_abs_loss_diff", "mean_abs_loss_diff", "tolerance",
                                                  "calibration_smoothed_diff", "within_tolerance")}
     if args.out:

@@ -156,9 +156,10 @@ def _to_device(array: np.ndarray, device) -> torch.Tensor:
     return t
 
 
-def loss_model(lm, eos_id: int, tr, device) -> LossModel:
+def loss_model(lm, eos_id: int, tr, device, compile_mode: str | None = None) -> LossModel:
     """The causal LM set up for training as `tr` asks: checkpointed activations, compiled blocks, fused
-    head + loss, and (on CUDA by default) attention inside each packed document."""
+    head + loss, and (on CUDA by default) attention inside each packed document. `compile_mode` is
+    torch.compile's mode for the blocks (the GPU benchmark tries max-autotune)."""
     cuda = device.type == "cuda"
     if tr.gradient_checkpointing:
         enable = getattr(lm, "activation_checkpointing_enable", None)   # transformers >= 5.2x
@@ -168,7 +169,7 @@ def loss_model(lm, eos_id: int, tr, device) -> LossModel:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     compiled, doc_mask = _auto(tr.compile, cuda), _auto(tr.doc_mask, cuda)
     if compiled:
-        compile_blocks(lm)
+        compile_blocks(lm, mode=compile_mode)
     return LossModel(lm, eos_id, doc_mask=doc_mask, flex=cuda, compiled_loss=compiled)
 
 

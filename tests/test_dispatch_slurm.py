@@ -44,12 +44,23 @@ def states(study_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in study_dir.glob("*/state.json")}
 
 
+def _study_jobs(study_dir: Path) -> list[str]:
+    """Ids of the queued or running jobs of the study whose runs folder is `study_dir` (jobs are named
+    slm-<study name>)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-n", f"slm-{study_dir.name}", "-o", "%i"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    return out.split()
+
+
 def wait_terminal(study_dir: Path, n: int, timeout: float = 600, min_attempts: int = 1) -> dict[str, dict]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         s = states(study_dir)
         if len(s) == n and all(v["state"] == "DONE" or (v["state"] == "FAILED" and v["attempts"] >= min_attempts)
                                for v in s.values()):
+            # the run dir is marked first, then the job ends its MLflow run and exits: wait for the exit
+            while _study_jobs(study_dir) and time.time() < deadline:
+                time.sleep(0.5)
             return s
         time.sleep(1)
     raise AssertionError(f"cells not finished: { {k: (v['state'], v.get('attempts')) for k, v in states(study_dir).items()} }"
