@@ -1,4 +1,4 @@
-"""Evaluation: held-out loss per stream, and pairwise likelihood benchmarks (sWUGGY, sBLIMP, sSC, tSC
+"""Evaluation: held-out loss per stream (through the training forward), and pairwise likelihood benchmarks (sWUGGY, sBLIMP, sSC, tSC
 style) read from explicit pair manifests.
 
 Manifest (JSONL), one pair per line: `{"id": str, "prompt": ITEM (optional), "positive": ITEM,
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
 from .vocab import SpeechVocab
@@ -141,14 +140,29 @@ def pair_accuracy(model, vocab: SpeechVocab, pairs: list[dict], prompt_marker: b
 
 
 @torch.no_grad()
-def val_loss(model, windows: np.ndarray, device, micro_batch: int) -> float:
-    """Mean next-token cross-entropy over held-out windows (context + 1 tokens each)."""
+def val_loss(loss_model, windows: np.ndarray, device, micro_batch: int, pad_id: int, rank: int = 0,
+             world: int = 1) -> float:
+    """Mean next-token cross-entropy over held-out windows (context + 1 tokens each).
+
+    `loss_model` is the training forward (`scaling.lm_step.LossModel`: ids and labels in, summed CE
+    out), so held-out loss sees what training sees: the same attention (inside each packed document
+    when training masks documents), the same positions, the fused head (no fp32 logits over the
+    vocabulary). The windows are dealt round-robin to the `world` ranks; every rank runs the same
+    number of full micro-batches (rows it lacks are `pad_id` without labels), so a sharded model's
+    collectives stay in step and compiled shapes never change; the sums are all-reduced."""
     if len(windows) == 0:
         return math.nan
-    total, count = 0.0, 0
-    for i in range(0, len(windows), micro_batch):
-        x = torch.from_numpy(windows[i:i + micro_batch]).to(device)
-        logits = model(input_ids=x[:, :-1]).logits.float()
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum"))
-        count += x[:, 1:].numel()
-    return total / count
+    mine = windows[rank::world]
+    T = windows.shape[1] - 1
+    batches = -(-(-(-len(windows) // world)) // micro_batch)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # summed CE, labels
+    for b in range(batches):
+        rows = mine[b * micro_batch:(b + 1) * micro_batch]
+        x = np.full((micro_batch, T), pad_id, dtype=np.int64)
+        y = np.full((micro_batch, T), -100, dtype=np.int64)
+        x[:len(rows)], y[:len(rows)] = rows[:, :-1], rows[:, 1:]
+        sums[0] += loss_model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)).double()
+        sums[1] += len(rows) * T
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    return float(sums[0] / sums[1])

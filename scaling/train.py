@@ -271,10 +271,11 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             "pos": pos, "by_modality": by_modality, "wall": wall_before + (time.time() - t_start),
             "last_loss": float(last_loss), "world_size": world}, tr.keep_checkpoints)
 
-    def evaluate_streams() -> dict[str, float]:
+    def evaluate_streams() -> dict[str, float]:  # every rank its share, through the training forward
         model.eval()
-        with sharding.gathered(core), standard_forward(lm):
-            out = {f"val_loss/{s}": val_loss(lm, data.val_windows(s, ev.val_tokens), device, mb) for s in data.shares}
+        with acc.autocast():
+            out = {f"val_loss/{s}": val_loss(core, data.val_windows(s, ev.val_tokens), device, mb, vocab.eos_id,
+                                             acc.process_index, world) for s in data.shares}
         model.train()
         return out
 

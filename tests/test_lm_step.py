@@ -94,6 +94,30 @@ def test_doc_mask_equals_each_document_alone():
     assert abs(causal.item() - total) > 1e-2                   # without the mask, attention crosses documents
 
 
+@pytest.mark.parametrize("doc_mask", [True, False])
+def test_val_loss_is_the_training_forward_checked_by_brute_force(doc_mask):
+    """Held-out loss goes through the training forward: with document masks, each document alone (as
+    training sees it); without, the plain model over the whole window. 5 windows in micro-batches of 2
+    (the last one padded), against per-window brute force with the model's own logits."""
+    from scaling.evaluate import val_loss
+
+    lm = _lm()
+    g = torch.Generator().manual_seed(3)
+    windows = torch.randint(EOS + 1, 300, (5, 33), generator=g)
+    windows[0, 7] = windows[0, 20] = windows[3, 0] = windows[4, 31] = EOS
+    got = val_loss(LossModel(lm, EOS, doc_mask=doc_mask).eval(), windows.numpy(), torch.device("cpu"), 2, EOS)
+    total = 0.0
+    with torch.no_grad(), standard_forward(lm):
+        for w in windows:
+            x, y = w[:-1], w[1:]
+            doc = doc_layout(x[None], EOS)[0][0] if doc_mask else torch.zeros_like(x)
+            for d in doc.unique():
+                sel = (doc == d).nonzero().squeeze(-1)
+                logits = lm(input_ids=x[sel][None]).logits[0]
+                total += F.cross_entropy(logits, y[sel], reduction="sum").item()
+    assert got == pytest.approx(total / (5 * 32), abs=1e-5)
+
+
 def test_standard_forward_restores_attention_for_saving(tmp_path):
     lm = _lm()
     LossModel(lm, EOS, doc_mask=True)
