@@ -14,6 +14,10 @@ OUT=${OUT:-bench/results/session}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 VARIANTS=${VARIANTS:-doc,mb16,mb16_bf16w,mb16_autotune,mb16_bf16w_autotune}
+if ! $PY -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    echo '{"bench": "gpu_session", "skipped": "no CUDA GPU on this machine"}'
+    exit 0
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 $PY -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' \
     | tee -a "$OUT/device.txt"
