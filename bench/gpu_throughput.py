@@ -99,7 +99,8 @@ class _Timer:
 
 
 def run_trainer(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: int, out: Path,
-                masks: bool = False, eos: int = 0, lr: float = 1e-4, losses: list | None = None) -> float:
+                masks: bool = False, eos: int = 0, lr: float = 1e-4, losses: list | None = None,
+                bf16: bool = True) -> float:
     """Plain transformers.Trainer; returns tokens/s over the timed steps."""
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
@@ -147,7 +148,7 @@ def run_trainer(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps:
 
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=mb, max_steps=warmup + steps, learning_rate=lr,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0, bf16=True,
+        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0, bf16=bf16,
         optim="adamw_torch_fused", report_to=[], save_strategy="no", logging_steps=10 ** 9,
         dataloader_num_workers=2, dataloader_pin_memory=True, seed=0, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available())
@@ -162,7 +163,7 @@ def run_trainer(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps:
 def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: int, eos: int,
              lr: float = 1e-4, losses: list | None = None, whole: bool = False, profile: bool = False,
              bf16_weights: bool = False, compile_mode: str | None = None, sdpa_backend: str | None = None,
-             **training) -> float:
+             precision: str = "bf16", **training) -> float:
     """The cell's own step functions; returns tokens/s over the timed steps."""
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
@@ -171,9 +172,9 @@ def run_ours(cfg, model_state, wins: np.ndarray, mb: int, warmup: int, steps: in
     from scaling.train import loss_model, make_optimizer, optimizer_step
 
     T = wins.shape[1] - 1
-    tr = TrainingConfig(context=T, micro_batch=mb, batch_tokens=mb * T, lr=lr, grad_clip=1.0, precision="bf16",
+    tr = TrainingConfig(context=T, micro_batch=mb, batch_tokens=mb * T, lr=lr, grad_clip=1.0, precision=precision,
                         **training)
-    acc = Accelerator(mixed_precision="bf16")
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
     lm = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     if model_state is not None:
         lm.load_state_dict(model_state)
@@ -306,25 +307,32 @@ def throughput(name: str, mb: int, T: int, warmup: int, steps: int, variants: li
     return row
 
 
-def numerics(steps: int, T: int, mb: int, tmp: Path, variant: str = "doc") -> dict:
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def tiny_data_windows(T: int, n: int, cache: Path) -> tuple[np.ndarray, int, int]:
+    """`n` packed interleaved windows of examples/tiny-data through the cell's data pipeline:
+    (windows [n, T + 1], vocabulary rows, eos id)."""
+    from transformers import AutoTokenizer
 
     from scaling.config import Corpus, DataConfig, StreamMix
     from scaling.data import prepare
     from scaling.vocab import build_vocab, vocab_rows
 
     tiny = ROOT / "examples" / "tiny-data"
-    from transformers import AutoTokenizer
-
     base = len(AutoTokenizer.from_pretrained(str(tiny / "tokenizer")))
     rows, _ = vocab_rows("interleaved", base, 50)
     vocab = build_vocab("interleaved", rows, 50, str(tiny / "tokenizer"))
     data_cfg = DataConfig(units=50, corpora=[Corpus(str(tiny / "units.jsonl"), "units", alignments=str(tiny / "align")),
                                              Corpus(str(tiny / "text.jsonl"), "text")],
                           mix=StreamMix(text=0.2, interleaved=0.55, speech=0.25))
-    packed = prepare(vocab, data_cfg, T, 0, 2000, tmp / "cache")
+    packed = prepare(vocab, data_cfg, T, 0, 2000, cache)
     pos = dict.fromkeys(packed.shares, 0)
-    wins = np.stack([packed.sequence(j, pos)[1] for j in range(steps * mb)]).astype(np.int64)
+    wins = np.stack([packed.sequence(j, pos)[1] for j in range(n)]).astype(np.int64)
+    return wins, rows, vocab.eos_id
+
+
+def numerics(steps: int, T: int, mb: int, tmp: Path, variant: str = "doc") -> dict:
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    wins, rows, eos = tiny_data_windows(T, steps * mb, tmp / "cache")
     cfg = LlamaConfig(vocab_size=rows, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
                       num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=T,
                       tie_word_embeddings=True)
@@ -332,20 +340,20 @@ def numerics(steps: int, T: int, mb: int, tmp: Path, variant: str = "doc") -> di
     state = copy.deepcopy(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).state_dict())
     hf_losses, our_losses = [], []
     _free()
-    run_trainer(cfg, state, wins, mb, 1, steps - 1, tmp / "num", masks=True, eos=vocab.eos_id, lr=1e-3,
+    run_trainer(cfg, state, wins, mb, 1, steps - 1, tmp / "num", masks=True, eos=eos, lr=1e-3,
                 losses=hf_losses)
     _free()
     opts, _ = variant_options(variant)  # the cell as the throughput run measured it (micro-batch aside)
     if not opts["doc_mask"]:
         raise ValueError(f"--numerics-variant {variant!r}: the Trainer gets the document masks; use a doc variant")
     opts.pop("profile", None)
-    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=our_losses, **opts)
+    run_ours(cfg, state, wins, mb, 1, steps - 1, eos, lr=1e-3, losses=our_losses, **opts)
     # calibration: the same numerics through other kernels (eager, unfused blocks); how far two correct
     # bf16 runs drift apart on this data is the scale the Trainer comparison is judged on
     eager_losses = []
     _free()
     eager = {k: v for k, v in opts.items() if k not in ("compile_mode", "whole")}
-    run_ours(cfg, state, wins, mb, 1, steps - 1, vocab.eos_id, lr=1e-3, losses=eager_losses,
+    run_ours(cfg, state, wins, mb, 1, steps - 1, eos, lr=1e-3, losses=eager_losses,
              **{**eager, "compile": False})
     a = np.array([float(v) for v in hf_losses])
     b = np.array([float(v) for v in our_losses])
