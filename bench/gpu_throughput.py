@@ -414,6 +414,8 @@ def main() -> None:
         for name in [s for s in args.shapes.split(",") if s]:
             result["shapes"].append(throughput(name, args.micro_batch, args.context, args.warmup, args.steps,
                                                args.variants.split(","), tmp, not args.no_trainer))
+            if args.out:  # after every shape: a run cut short by a time limit keeps what it measured
+                Path(args.out).write_text(json.dumps(result, indent=1))
         if args.numerics_steps:
             result["numerics"] = numerics(args.numerics_steps, 512, 8, tmp, args.numerics_variant)
     summary = {"bench": "gpu_throughput", "device": device}
