@@ -119,8 +119,14 @@ def _results(jobs: list, workers: int):
         return
     import multiprocessing as mp
 
-    # fork: workers inherit the imports (a spawned one needs seconds to import numpy and scipy)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    # forkserver: the workers are forked from a fresh single-threaded server that imported this module
+    # once (cheap forks, imports paid once). A plain fork of this process can deadlock: the caller may
+    # hold threads (OpenMP after torch, MLflow, a test runner) whose locks the child inherits held.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+    else:
+        ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_one_blas_thread) as pool:
         yield from pool.imap(_synth_one, jobs, chunksize=4)
 
