@@ -41,7 +41,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise StudyError(f"{target}: not a run directory; give a study file with --cell KEY")
         study = load_study(target, root=args.root)
         run_dir = ensure_run_dir(study, select(expand(study), args.cell))
-    status = train_cell(run_dir)
+    from common.rundir import LEASE_BUSY_EXIT, LeaseBusy
+
+    try:
+        status = train_cell(run_dir)
+    except LeaseBusy as e:
+        print(f"busy: {e}", file=sys.stderr)
+        return LEASE_BUSY_EXIT
     print(f"{status}: {run_dir}")
     return 0 if status == "DONE" else 3
 
@@ -76,17 +82,23 @@ def _study(args: argparse.Namespace):
     return study
 
 
-def cmd_submit(args: argparse.Namespace) -> None:
+def cmd_submit(args: argparse.Namespace) -> int:
     from sweeps.dispatch import submit
 
     study = _study(args)
-    report = submit(study, kind=args.executor, dry_run=args.dry_run)
+    report = submit(study, kind=args.executor, dry_run=args.dry_run, wait=not args.no_wait)
     for d in report.decisions:
         print(f"{d.key}: {d.action} ({d.reason})" + (f" job {report.job_ids[d.key]}" if d.key in report.job_ids
                                                      else ""))
     verb = "would submit" if args.dry_run else "submitted"
     print(f"{verb} {len(report.submitted)} of {len(report.decisions)} cells"
           + (f" in {report.arrays} array(s); code snapshot {report.snapshot}" if report.arrays else ""))
+    failed = report.failed_in_process
+    if failed:  # the debug executor ran them here: say so, and fail
+        print(f"{len(failed)} of {len(report.ran)} cells run in this process did not finish: "
+              + ", ".join(f"{k} ({report.ran[k]})" for k in failed), file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -198,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one cell to its token budget in this process: a run directory "
                                    "(holding spec.json), or a study file with --cell KEY (its run directory is "
                                    "created). Resumes from the newest checkpoint. Exit code 0 when DONE, 3 when "
-                                   "interrupted by SIGUSR2/SIGTERM after checkpointing (run it again to resume).")
+                                   "interrupted by SIGUSR2/SIGTERM after checkpointing (run it again to resume), "
+                                   "4 when another live process trains the cell (it holds the run dir's lease; "
+                                   "nothing is touched).")
     p.add_argument("target", help="run directory, or study file (with --cell)")
     p.add_argument("--cell", help="cell key (or a unique prefix) when TARGET is a study file")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
@@ -236,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], help="override executor.kind")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
+    p.add_argument("--no-wait", action="store_true",
+                   help="fail at once (naming the holder) when another submit, tune or demo holds the study's lock")
     p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_submit)

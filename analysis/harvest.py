@@ -11,12 +11,12 @@ params_new_row_params, params_vocab_rows) so the N convention is chosen at analy
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from analysis.errors import InputError
+from common.rundir import RunDir, RunDirError
 
 PARAM_KEYS = ("total", "embedding", "nonembedding", "output_head", "new_rows", "new_row_params", "vocab_rows")
 VAL_KEYS = ("text", "interleaved", "speech")
@@ -27,13 +27,6 @@ NUMERIC_KEYS = ("tokens", "tokens_budget", "flops", "cost_flops", "steps", "loss
                 "tokens_per_second")
 SCALAR_KEYS = ("key", "study", *LABEL_KEYS, *NUMERIC_KEYS, "flops_convention", "mlflow_run_id")
 NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: unreadable JSON ({type(err).__name__}: {err})") from None
 
 
 def _study_dirs(root: Path, study: str | None):
@@ -48,7 +41,7 @@ def _study_dirs(root: Path, study: str | None):
 
 
 def _run_dirs(study_dir: Path):
-    return sorted(p for p in study_dir.iterdir() if p.is_dir() and (p / "spec.json").exists())
+    return sorted(p for p in study_dir.iterdir() if p.is_dir() and RunDir(p).exists())
 
 
 def empty_row(study: str | None, key: str | None, state: str = "PENDING", attempts: int = 0) -> dict:
@@ -92,16 +85,17 @@ def apply_result(row: dict, res: dict) -> dict:
 
 def result_row(run_dir: Path) -> dict:
     """One flat row for a run: state plus every result.json field (NaN/None until it exists)."""
-    run_dir = Path(run_dir)
-    state = _read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
-    row = {"run_dir": str(run_dir), **empty_row(run_dir.parent.name, run_dir.name,
-                                               state.get("state", "PENDING"), state.get("attempts", 0))}
-    spec_path = run_dir / "spec.json"
-    if spec_path.exists():
-        apply_labels(row, _read_json(spec_path))
-    res_path = run_dir / "result.json"
-    if res_path.exists():
-        apply_result(row, _read_json(res_path))
+    rd = RunDir(run_dir)
+    try:
+        state = rd.state(strict=True)
+        row = {"run_dir": str(rd.path), **empty_row(rd.path.parent.name, rd.key,
+                                                   state.get("state", "PENDING"), state.get("attempts", 0))}
+        apply_labels(row, rd.spec(strict=True))
+        result = rd.result(strict=True)
+    except RunDirError as e:
+        raise InputError(str(e)) from None
+    if result is not None:
+        apply_result(row, result)
     return row
 
 
@@ -141,18 +135,9 @@ def harvest_curves(root, study: str | None = None):
     records, skipped = [], 0
     for s in _study_dirs(Path(root), study):
         for d in _run_dirs(s):
-            path = d / "metrics.jsonl"
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    skipped += 1
-                    continue
-                records.append({"study": s.name, "key": d.name, **rec})
+            lines, bad = RunDir(d).metrics_counted()
+            skipped += bad
+            records += [{"study": s.name, "key": d.name, **rec} for rec in lines]
     frame = pd.DataFrame(records)
     frame.attrs["skipped_lines"] = skipped
     return frame

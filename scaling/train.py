@@ -21,7 +21,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from . import checkpoint, rundir, sharding
+from common.rundir import Lease, LeaseBusy, RunDir
+
+from . import checkpoint, sharding
 from .data import prepare
 from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
@@ -107,45 +109,64 @@ def _auto(value, cuda: bool) -> bool:
     return cuda if value == "auto" else bool(value)
 
 
-def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None) -> str:
+def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None,
+               job_id: Optional[str] = None) -> str:
     """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
 
-    `stop_signals`, when given, receives {"signal": signum} of the signal that interrupted the run."""
+    Rank 0 takes the run dir's lease before anything is written and holds it to the end; when another
+    live process holds it, every rank raises LeaseBusy and nothing is touched. `stop_signals`, when
+    given, receives {"signal": signum} of the signal that interrupted the run; `job_id` (the scheduler's)
+    is recorded in state.json and the lease."""
     from accelerate import Accelerator
 
-    run_dir = Path(run_dir)
-    spec = RunSpec.load(run_dir / "spec.json")
+    rd = RunDir(run_dir)
+    spec = RunSpec.load(rd.path / "spec.json")
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
+    agree = _StopAgreement(acc.num_processes)
+    lease, busy = None, None
+    if acc.is_main_process:
+        try:
+            lease = rd.lease(job_id=job_id or os.environ.get("SLURM_JOB_ID"))
+        except LeaseBusy as e:
+            busy = e
+    if agree(1 if busy else None):   # every rank learns that rank 0 was refused
+        raise busy or LeaseBusy(rd.path, {})
+    try:
+        return _train_leased(spec, rd, lease, acc, agree, log, stop_signals, job_id)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, log, stop_signals,
+                  job_id: Optional[str]) -> str:
     main = acc.is_main_process
     say = log if main else (lambda *_: None)
     if main:
-        prev = rundir.read_state(run_dir)
+        prev = rd.state()
         if prev.get("state") == "DONE":
             say(f"{spec.key}: already DONE")
             return "DONE"
-        rundir.update_state(run_dir, "RUNNING", attempts=prev.get("attempts", 0) + 1,
-                            job_ids=prev.get("job_ids", []) + ([os.environ["SLURM_JOB_ID"]]
-                                                               if "SLURM_JOB_ID" in os.environ else []))
+        rd.update("RUNNING", attempts=prev.get("attempts", 0) + 1, interrupted=False, cancelled=False)
+        rd.add_job(job_id or os.environ.get("SLURM_JOB_ID"))
     mirror = None
     try:
-        mirror = _mirror(spec, run_dir, say) if main else None
-        status = _train(spec, run_dir, acc, say, mirror, stop_signals if stop_signals is not None else {})
+        mirror = _mirror(spec, rd.path, say) if main else None
+        status = _train(spec, rd, lease, acc, agree, say, mirror, stop_signals if stop_signals is not None else {})
     except BaseException as e:
         if main:
             failed = not isinstance(e, KeyboardInterrupt)
-            failures = rundir.read_state(run_dir).get("failures", 0) + (1 if failed else 0)
-            rundir.update_state(run_dir, "FAILED" if failed else "PENDING", failures=failures,
-                                error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
+            failures = rd.state().get("failures", 0) + (1 if failed else 0)
+            rd.update("FAILED" if failed else "PENDING", failures=failures,
+                      error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
             if failed:
-                (run_dir / "logs").mkdir(exist_ok=True)
-                (run_dir / "logs" / "error.txt").write_text(traceback.format_exc())
+                lease.write_error(traceback.format_exc())
             if mirror is not None:
                 mirror.finish("FAILED" if failed else "KILLED", None)
         raise
     if main and mirror is not None:
-        mirror.finish("FINISHED" if status == "DONE" else "KILLED",
-                      rundir.read_json(run_dir / "result.json") if status == "DONE" else None)
+        mirror.finish("FINISHED" if status == "DONE" else "KILLED", rd.result() if status == "DONE" else None)
     return status
 
 
@@ -207,7 +228,8 @@ def optimizer_step(acc, model, opt, sched, micro: list, step_labels: int, grad_c
     return loss_sum
 
 
-def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str:
+def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, mirror, stopped: dict) -> str:
+    run_dir = rd.path
     tr, ev = spec.training, spec.eval
     T, mb, world = tr.context, tr.micro_batch, acc.num_processes
     device = acc.device
@@ -261,7 +283,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
         by_modality = dict(state["by_modality"])
         wall_before, last_loss = state["wall"], state["last_loss"]
         if acc.is_main_process:
-            rundir.trim_metrics(run_dir, step)
+            lease.trim_metrics(step)
         say(f"{spec.key}: resumed from {ck.name} at {tokens_done:,} tokens "
             f"(written by {state.get('world_size', 1)} proc, now {world})")
 
@@ -285,7 +307,6 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     t_window, tokens_window = time.time(), 0
     next_eval = ((tokens_done // ev.every_tokens) + 1) * ev.every_tokens if ev.every_tokens else None
     rank = acc.process_index
-    agree = _StopAgreement(world)
     with _StopFlag() as stop:
         while step < total_steps:
             step_labels = min(step_tokens, spec.tokens - tokens_done)
@@ -335,7 +356,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                 line.update(evaluate_streams())
                 next_eval += ev.every_tokens
             if line is not None and acc.is_main_process:
-                rundir.append_metrics(run_dir, line)
+                lease.append_metrics(line)
                 if mirror is not None:
                     mirror.log_record(line)
             signum = agree(stop.signal)  # any rank's signal stops every rank at this same step
@@ -344,7 +365,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
                 save_checkpoint()
                 say(f"{spec.key}: signal {signum} at step {step}: checkpointed, exiting for requeue")
                 if acc.is_main_process:
-                    rundir.update_state(run_dir, "PENDING", interrupted=True)
+                    rd.update("PENDING", interrupted=True)
                 return INTERRUPTED
             if step % ckpt_every_steps == 0 and step < total_steps:
                 save_checkpoint()
@@ -363,7 +384,7 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
     if acc.is_main_process:
         end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time(), **final,
                     **{f"eval/{k}": v for k, v in scores.items()}}
-        rundir.append_metrics(run_dir, end_line)
+        lease.append_metrics(end_line)
         if mirror is not None:
             mirror.log_record(end_line)
         with standard_forward(lm):
@@ -385,9 +406,9 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }
-        rundir.write_json(run_dir / "result.json", result)
-        rundir.update_state(run_dir, "DONE", interrupted=False)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # model/ holds the final weights
+        lease.write_result(result)
+        rd.update("DONE", interrupted=False)
+        shutil.rmtree(rd.checkpoints, ignore_errors=True)  # model/ holds the final weights
         say(f"{spec.key}: DONE | {tokens_done:,} tokens | loss {last_loss:.4f} | "
             + " ".join(f"{k} {v:.4f}" for k, v in final.items()) + f" | {duration(wall)}")
     acc.wait_for_everyone()

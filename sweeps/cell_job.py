@@ -8,7 +8,6 @@ from the newest checkpoint in the run dir: resume is keyed to the run dir, never
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import submitit
+
+from common.locks import FileLock, LockBusy
 
 
 @contextlib.contextmanager
@@ -27,20 +28,17 @@ def _slot(folder: Optional[str], count: int) -> Iterator[None]:
     if not folder or count < 1:
         yield
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
     while True:
         for i in range(count):
-            fd = os.open(os.path.join(folder, f"slot-{i}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            lock = FileLock(Path(folder) / f"slot-{i}.lock")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+                lock.acquire(wait=False)
+            except LockBusy:
                 continue
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+                lock.release()
             return
         time.sleep(0.5)
 
@@ -57,8 +55,8 @@ class CellJob(submitit.helpers.Checkpointable):
             return self._run()
 
     def _run(self) -> dict:
-        from scaling import rundir
-        from scaling.train import INTERRUPTED, train_cell
+        from common.rundir import LeaseBusy
+        from scaling.train import INTERRUPTED, train_cell   # torch: imported once a slot is free
 
         if self.threads:
             import torch
@@ -67,15 +65,14 @@ class CellJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one task per GPU: the process group comes from Slurm's variables
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        run_dir = Path(self.run_dir)
         job_id = os.environ.get("SLURM_JOB_ID") or env.job_id
-        if env.global_rank == 0:
-            state = rundir.read_state(run_dir)
-            ids = state.get("job_ids", [])
-            if job_id and job_id not in ids:
-                rundir.update_state(run_dir, job_ids=ids + [job_id], job_id=job_id)
         stop = {"signal": None}
-        status = train_cell(run_dir, log=lambda line: print(line, flush=True), stop_signals=stop)
+        try:
+            status = train_cell(Path(self.run_dir), log=lambda line: print(line, flush=True), stop_signals=stop,
+                                job_id=job_id)
+        except LeaseBusy as e:  # a duplicate job of a cell another process trains: leave everything as is
+            print(f"{e}", flush=True)
+            return {"run_dir": self.run_dir, "status": "BUSY"}
         if status == INTERRUPTED and stop["signal"] == signal.SIGUSR2:
             handler = signal.getsignal(signal.SIGUSR2)
             if callable(handler):  # submitit's: checkpoint() + requeue + exit

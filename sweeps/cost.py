@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from common.rundir import RunDir
 from scaling.memory import GIB, Allocation, Workload, allocate
 from scaling.spec import RunSpec
 
@@ -76,12 +77,9 @@ def _finished(study_dir: Path, keys: set[str]) -> dict[str, dict]:
     if not study_dir.is_dir():
         return out
     for key in keys:
-        path = study_dir / key / "result.json"
-        if path.is_file():
-            try:
-                out[key] = json.loads(path.read_text())
-            except ValueError:
-                continue
+        result = RunDir(study_dir / key).result()
+        if result is not None:
+            out[key] = result
     return out
 
 

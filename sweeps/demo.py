@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from scaling import rundir
+from common.rundir import RunDir, read_json
 from scaling.errors import InputError
 from scaling.fmt import duration, short_count
 
@@ -153,7 +153,7 @@ class _Stages:
         self.times: list[StageTime] = []
 
     def marker(self, name: str) -> dict:
-        return rundir.read_json(self.dir / f"{name}.json", {}) or {}
+        return read_json(self.dir / f"{name}.json", {}) or {}
 
     def fresh(self, name: str, fingerprint: str, outputs: list[Path]) -> Optional[dict]:
         m = self.marker(name)
@@ -418,7 +418,7 @@ def _train_in_process(study: Study, spec: DemoSpec, log: Callable[[str], None]) 
             status = train_cell(rd, log=quiet)
             if status != "DONE":
                 raise DemoError(f"TextLM pretraining: {cell.key} was interrupted; run the demo again to resume")
-            res = rundir.read_json(rd / "result.json", {})
+            res = RunDir(rd).result() or {}
             out[cell.key] = res
             log(f"    [{i}/{len(cells)}] {cell.member}: {cell.params.nonembedding:,} non-embedding parameters, "
                 f"{short_count(res['tokens'])} text tokens, val loss {res['val_loss'].get('text', float('nan')):.3f} "
@@ -428,27 +428,14 @@ def _train_in_process(study: Study, spec: DemoSpec, log: Callable[[str], None]) 
     return out
 
 
-def _tail_tokens(run_dir: Path) -> int:
-    """Tokens done by a running cell: the last line of its metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 2048))
-            lines = f.read().decode(errors="replace").strip().splitlines()
-        return int(json.loads(lines[-1]).get("tokens", 0)) if lines else 0
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def run_cells(study: Study, log: Callable[[str], None], spec: DemoSpec, what: str = "cells") -> dict[str, dict]:
     """Submit the study's cells through its executor (local: a process per cell; debug: in this process)
-    and wait for them, printing progress; returns {key: result.json} of every cell. DONE cells are reused,
-    interrupted ones resume, failures are retried up to executor.max_retries; a cell that still fails is a
-    DemoError naming it and its error."""
-    from . import scheduler
-    from .dispatch import decide, submit
+    and wait for them (the shared submit path and wait loop, sweeps.lifecycle), printing progress;
+    returns {key: result.json} of every cell. DONE cells are reused, interrupted ones resume, failures are
+    retried up to executor.max_retries; a cell that still fails is a DemoError naming it and its error."""
+    from .dispatch import submit
     from .grid import expand
+    from .lifecycle import wait_cells
 
     cells = expand(study)
     keys = [c.key for c in cells]
@@ -465,48 +452,45 @@ def run_cells(study: Study, log: Callable[[str], None], spec: DemoSpec, what: st
     if rep.submitted:
         log(f"    {what}: {len(keys)} cells, {reused} already done, {len(rep.submitted)} started "
             f"({short_count(total_tokens)} tokens in all; logs in {_rel(study_dir / 'jobs')})")
-    reported = {k for k in keys if rundir.read_state(study_dir / k).get("state") == "DONE"}
-    last_progress = time.time()
-    failures_seen: dict[str, Any] = {}
-    while True:
-        states = {k: rundir.read_state(study_dir / k) for k in keys}
-        for k in keys:
-            s = states[k]
-            if s.get("state") == "DONE" and k not in reported:
-                reported.add(k)
-                res = rundir.read_json(study_dir / k / "result.json", {}) or {}
-                vl = res.get("val_loss", {})
-                loss = " ".join(f"{m} {v:.3f}" for m, v in vl.items() if v is not None)
-                log(f"    [{len(reported)}/{len(keys)}] {k}: {loss} ({res.get('wall_seconds', 0):.0f}s, "
-                    f"{short_count(res.get('tokens_per_second', 0))} tok/s) at {duration(time.time() - t0)}")
-            elif s.get("state") == "FAILED" and failures_seen.get(k) != s.get("failures"):
-                failures_seen[k] = s.get("failures")
-                log(f"    {k}: FAILED ({s.get('error', '?')})")
-        open_ = [k for k in keys if states[k].get("state") not in ("DONE", "FAILED")]
-        live = scheduler.live_local_jobs({states[k].get("job_id") for k in open_}) if kind == "local" else set()
-        if not any(states[k].get("job_id") in live for k in open_):
-            todo = [d for d in decide(study, keys, kind) if d.action == "submit"]
-            if not todo:
-                break
-            rep = submit(study, kind=kind, log=log)
-            log(f"    resubmitted {len(rep.submitted)} cell(s): "
-                + ", ".join(f"{d.key} ({d.reason})" for d in rep.decisions if d.action == "submit"))
-        if time.time() - t0 > spec.timeout_s:
+    n_done = [0]
+    last_progress = [time.time()]
+
+    def on_end(w, how: str) -> None:
+        if how != "DONE":
+            log(f"    {w.key}: {how} ({w.state.get('error', 'not finished')})")
+            return
+        n_done[0] += 1
+        if w.key in rep.submitted:
+            res = RunDir(w.path).result() or {}
+            loss = " ".join(f"{m} {v:.3f}" for m, v in res.get("val_loss", {}).items() if v is not None)
+            log(f"    [{n_done[0]}/{len(keys)}] {w.key}: {loss} ({res.get('wall_seconds', 0):.0f}s, "
+                f"{short_count(res.get('tokens_per_second', 0))} tok/s) at {duration(time.time() - t0)}")
+
+    def on_poll(open_: dict) -> None:
+        if time.time() - last_progress[0] < spec.progress_every_s:
+            return
+        last_progress[0] = time.time()
+        done_tokens = sum(budget[k] if k not in open_ else RunDir(study_dir / k).last_metrics("tokens").get("tokens", 0)
+                          for k in keys)
+        log(f"    ... {n_done[0]}/{len(keys)} cells done, {100 * done_tokens / total_tokens:.0f}% of the "
+            f"tokens, {duration(time.time() - t0)}")
+
+    def resubmit(again: list[str]) -> None:
+        r = submit(study, kind=kind, log=log)
+        log(f"    resubmitted {len(r.submitted)} cell(s): "
+            + ", ".join(f"{d.key} ({d.reason})" for d in r.decisions if d.action == "submit"))
+
+    ended = wait_cells({k: study_dir / k for k in keys}, kind, study.executor.max_retries, resubmit,
+                       on_end=on_end, on_poll=on_poll, poll_s=spec.poll_s, timeout_s=spec.timeout_s)
+    failed = [k for k in keys if ended.get(k) != "DONE"]
+    if failed:
+        if len(ended) < len(keys):
             raise DemoError(f"{what}: not finished after {duration(spec.timeout_s)}; see "
                             f"`launch.py status {study.source}` and the logs in {study_dir / 'jobs'}")
-        if time.time() - last_progress >= spec.progress_every_s:
-            last_progress = time.time()
-            done_tokens = sum(budget[k] if states[k].get("state") == "DONE" else _tail_tokens(study_dir / k)
-                              for k in keys)
-            log(f"    ... {len(reported)}/{len(keys)} cells done, {100 * done_tokens / total_tokens:.0f}% of the "
-                f"tokens, {duration(time.time() - t0)}")
-        time.sleep(spec.poll_s)
-    failed = [k for k in keys if rundir.read_state(study_dir / k).get("state") != "DONE"]
-    if failed:
-        errs = "; ".join(f"{k}: {rundir.read_state(study_dir / k).get('error', 'not finished')}" for k in failed[:3])
+        errs = "; ".join(f"{k}: {RunDir(study_dir / k).state().get('error', 'not finished')}" for k in failed[:3])
         raise DemoError(f"{what}: {len(failed)} of {len(keys)} cells did not finish ({errs}); logs in "
                         f"{study_dir / 'jobs'}")
-    return {k: rundir.read_json(study_dir / k / "result.json", {}) for k in keys}
+    return {k: RunDir(study_dir / k).result() or {} for k in keys}
 
 
 # ----------------------------------------------------------------------------------------- stages 5-6
@@ -528,10 +512,11 @@ def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -
 
     keys = [c.key for c in expand(study)]
     for k in keys:  # a new demo run is a new chance for cells that used up their retries
-        state = rundir.read_state(study_dir / k)
+        rd = RunDir(study_dir / k)
+        state = rd.state()
         if state.get("state") == "FAILED" and state.get("failures", 0) > study.executor.max_retries:
-            rundir.update_state(study_dir / k, failures=study.executor.max_retries)
-    n_done = sum(1 for k in keys if rundir.read_state(study_dir / k).get("state") == "DONE")
+            rd.update(allowed_from={"FAILED"}, failures=study.executor.max_retries)
+    n_done = sum(1 for k in keys if RunDir(study_dir / k).state().get("state") == "DONE")
     reused = n_done == len(keys)
     if not reused:
         log(f"{head} ...")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling import rundir
+from common.rundir import RunDir
 from scaling.spec import RunSpec
 
 from .study import Study, StudyError
@@ -15,19 +15,7 @@ def run_dir_of(study: Study, cell: RunSpec) -> Path:
 
 def ensure_run_dir(study: Study, cell: RunSpec) -> Path:
     """The cell's run dir with its spec.json (written once; a changed spec under the same key is a bug)."""
-    path = run_dir_of(study, cell)
-    path.mkdir(parents=True, exist_ok=True)
-    spec_path = path / "spec.json"
-    spec = cell.to_json()
-    if not spec_path.exists():
-        rundir.write_json(spec_path, spec)
-    else:
-        old = rundir.read_json(spec_path)
-        if old.get("tracking") != spec["tracking"]:  # where results are mirrored is not part of the key
-            rundir.write_json(spec_path, {**old, "tracking": spec["tracking"]})
-    if not (path / "state.json").exists():
-        rundir.update_state(path, "PENDING", attempts=0, job_ids=[])
-    return path
+    return RunDir(run_dir_of(study, cell)).create(cell.to_json()).path
 
 
 def select(cells: list[RunSpec], key: str) -> RunSpec:

@@ -2,13 +2,11 @@
 checked against the scheduler with one query; and `cancel`."""
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from scaling import rundir
+from common.rundir import RunDir, TransitionError
 from scaling.fmt import duration
 
 from . import scheduler
@@ -37,31 +35,12 @@ class CellStatus:
         return (self.budget - self.tokens) / self.tokens_per_second
 
 
-def _last_metrics(path: Path) -> dict:
-    """The last complete line of metrics.jsonl that has a loss, reading only the file's tail."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(size - 8192, 0))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "loss" in rec:
-            return rec
-    return {}
-
-
 def collect(study: Study) -> list[CellStatus]:
     cells = expand(study)
     rows, states = [], {}
     for c in cells:
-        states[c.key] = rundir.read_state(study.study_dir / c.key) if (study.study_dir / c.key).exists() else {}
+        rd = RunDir(study.study_dir / c.key)
+        states[c.key] = rd.state() if rd.exists() else {}
     live = set()
     for kind in ("slurm", "local"):
         ids = {s.get("job_id") for s in states.values() if s.get("executor") == kind}
@@ -76,7 +55,7 @@ def collect(study: Study) -> list[CellStatus]:
             state = "INTERRUPTED"      # checkpointed; the next submit resumes it
         elif state == "RUNNING" and not alive:
             state = "LOST"             # its job is gone without a word; the next submit resumes it
-        m = _last_metrics(study.study_dir / c.key / "metrics.jsonl")
+        m = RunDir(study.study_dir / c.key).last_metrics("loss")
         rows.append(CellStatus(c.key, state, s.get("attempts", 0), s.get("job_id"), m.get("tokens", 0),
                                c.tokens, m.get("loss"), m.get("tokens_per_second"), s.get("error")))
     return rows
@@ -102,8 +81,11 @@ def cancel(study: Study, cells: Optional[list[str]] = None) -> list[str]:
         if cells and not any(row.key.startswith(c) for c in cells):
             continue
         if row.state in ("RUNNING", "QUEUED") and row.job_id:
-            s = rundir.read_state(study.study_dir / row.key)
-            scheduler.cancel(s.get("executor", "slurm"), [row.job_id])
-            rundir.update_state(study.study_dir / row.key, "PENDING", cancelled=True)
+            rd = RunDir(study.study_dir / row.key)
+            scheduler.cancel(rd.state().get("executor", "slurm"), [row.job_id])
+            try:  # a cell that finished meanwhile stays DONE
+                rd.update(allowed_from={"PENDING", "RUNNING"}, cancelled=True)
+            except TransitionError:
+                continue
             done.append(row.key)
     return done

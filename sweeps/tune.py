@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from scaling import rundir
+from common.rundir import RunDir
 from scaling.config import TrainingConfig
 from scaling.errors import InputError
 from scaling.spec import RunSpec
@@ -50,8 +50,7 @@ from scaling.typed_config import from_dict
 
 from . import scheduler
 from .cell_job import CellJob
-from .dispatch import (_check_tracking, _detached_output, _in_dir, _prepare_tracking, local_parallelism,
-                       make_executor, snapshot_code)
+from .lifecycle import Watched, check_tracking, study_lock, submit_cells, wait_cells
 from .grid import expand, resolve_families
 from .study import TUNABLE, Grid, Study, StudyError, TuneParam
 
@@ -212,11 +211,7 @@ def trial_dir(study: Study, target: Target, number: int) -> Path:
 
 
 def _ensure_trial_dir(run_dir: Path, cell: RunSpec) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "spec.json").exists():
-        rundir.write_json(run_dir / "spec.json", cell.to_json())
-    if not (run_dir / "state.json").exists():
-        rundir.update_state(run_dir, "PENDING", attempts=0, job_ids=[])
+    RunDir(run_dir).create(cell.to_json(), tracking_follows=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,7 +233,7 @@ def intermediate_values(run_dir: Path, metric: str, every: int) -> dict[int, flo
     """{evaluation index: tuned metric} from the held-out losses in metrics.jsonl (index = tokens //
     every, the evaluation boundary the loss was taken at)."""
     out: dict[int, float] = {}
-    for line in rundir.read_metrics(run_dir):
+    for line in RunDir(run_dir).metrics():
         losses = {k.split("/", 1)[1]: v for k, v in line.items() if k.startswith("val_loss/")}
         v = metric_value(losses, metric)
         if v is not None and math.isfinite(v) and "tokens" in line:
@@ -463,8 +458,7 @@ class _Running:
     number: int
     trial: Any                 # optuna.trial.Trial
     run_dir: Path
-    job_id: Optional[str] = None
-    missing: int = 0           # consecutive polls the job was not live while the cell was not finished
+    cell: RunSpec
     reported: set = field(default_factory=set)
 
 
@@ -480,8 +474,6 @@ class _Member:
         self.report = MemberReport(target, self.ostudy.study_name, _redact(storage_uri(study)))
         self.parent = _Parent(study, target, self.ostudy, log)
         self.report.parent_run_id = self.parent.run_id
-        self.lost: dict[int, int] = {}
-        self._executor = None
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -528,9 +520,11 @@ class _Member:
         return self.report
 
     def _run_batch(self, batch: dict[int, Any], params: dict[int, dict]) -> None:
+        """Dispatch the batch's trial cells (those without a result or a live job) and wait for them all
+        through the shared wait loop, telling optuna as each ends and pruning on the way."""
         from optuna.trial import TrialState
 
-        running: dict[int, _Running] = {}
+        running: dict[str, _Running] = {}
         submit: list[_Running] = []
         frozen = {t.number: t for t in self.ostudy.get_trials(deepcopy=False)}
         for number in sorted(batch):
@@ -548,91 +542,75 @@ class _Member:
                 continue
             _ensure_trial_dir(run_dir, cell)
             trial.set_user_attr("key", cell.key)
-            r = _Running(number, trial, run_dir, reported=set(frozen[number].intermediate_values))
-            running[number] = r
-            state = rundir.read_state(run_dir)
-            if state.get("state") == "DONE":
+            r = _Running(number, trial, run_dir, cell, reported=set(frozen[number].intermediate_values))
+            running[run_dir.name] = r
+            state = RunDir(run_dir).state()
+            s = state.get("state")
+            if s == "DONE" or (s == "FAILED" and state.get("failures", 1) > self.study.executor.max_retries):
+                continue   # the wait loop tells it at once
+            job = state.get("job_id")
+            if job and state.get("executor") == self.kind and job in self._live([job]):
+                self.log(f"{self.target.name}: trial {number}: job {job} still live, waiting for it")
                 continue
-            if state.get("state") == "FAILED":
-                if self._retry_or_fail(r, state):
-                    submit.append(r)
-                continue
-            r.job_id = state.get("job_id")
-            if r.job_id and state.get("executor") == self.kind and r.job_id in self._live([r.job_id]):
-                self.log(f"{self.target.name}: trial {number}: job {r.job_id} still live, waiting for it")
-                continue
+            if s == "FAILED":
+                self._retry_note(r, state)
             submit.append(r)
         self._dispatch(submit)
-        self._wait(running)
-
-    def _retry_or_fail(self, r: _Running, state: dict) -> bool:
-        """True to resubmit a FAILED trial cell (within executor.max_retries); else tell FAIL."""
-        from optuna.trial import TrialState
-
-        failures = state.get("failures", 1)
-        if failures > self.study.executor.max_retries:
-            self._tell(r.trial, r.number, None, TrialState.FAIL, state.get("error") or "failed")
-            return False
-        self.log(f"{self.target.name}: trial {r.number} failed ({state.get('error')}); retry "
-                 f"{failures}/{self.study.executor.max_retries}")
-        return True
-
-    def _wait(self, running: dict[int, _Running]) -> None:
-        from optuna.trial import TrialState
-
         every = self.study.eval.every_tokens
-        while running:
-            live = self._live([r.job_id for r in running.values() if r.job_id])  # before the states
-            resubmit = []
-            for number, r in list(running.items()):
-                state = rundir.read_state(r.run_dir)
-                self.parent.tag_child(r.run_dir, number)
-                if every:
-                    self._report(r, every)
-                s = state.get("state")
-                if s == "DONE":
-                    result = rundir.read_json(r.run_dir / "result.json", {}) or {}
-                    value = metric_value(result.get("val_loss", {}), self.study.tune.metric)
-                    if value is None or not math.isfinite(value):
-                        self._tell(r.trial, number, None, TrialState.FAIL,
-                                   f"no finite val_loss[{self.study.tune.metric}] in result.json (diverged?)")
-                    else:
-                        self._tell(r.trial, number, value, TrialState.COMPLETE)
-                    del running[number]
-                elif s == "FAILED":
-                    del running[number]
-                    if self._retry_or_fail(r, state):
-                        resubmit.append(r)
-                elif r.job_id in live:
-                    r.missing = 0
-                    if every and r.reported and r.trial.should_prune():
-                        scheduler.cancel(self.kind, [r.job_id])
-                        last = max(r.reported)
-                        self.log(f"{self.target.name}: trial {number} pruned at evaluation {last} "
-                                 f"(job {r.job_id} cancelled)")
-                        r.trial.set_user_attr("pruned_at_eval", last)
-                        self._tell(r.trial, number, None, TrialState.PRUNED)
-                        del running[number]
+
+        def on_poll(open_: dict[str, Watched]) -> None:
+            for key in open_:
+                self.parent.tag_child(running[key].run_dir, running[key].number)
+
+        def on_live(w: Watched) -> bool:
+            r = running[w.key]
+            if not every:
+                return False
+            self._report(r, every)
+            if r.reported and r.trial.should_prune():
+                scheduler.cancel(self.kind, [w.state.get("job_id")])
+                last = max(r.reported)
+                self.log(f"{self.target.name}: trial {r.number} pruned at evaluation {last} "
+                         f"(job {w.state.get('job_id')} cancelled)")
+                r.trial.set_user_attr("pruned_at_eval", last)
+                self._tell(r.trial, r.number, None, TrialState.PRUNED)
+                return True
+            return False
+
+        def on_end(w: Watched, how: str) -> None:
+            r = running[w.key]
+            self.parent.tag_child(r.run_dir, r.number)
+            if every:
+                self._report(r, every)
+            if how == "DONE":
+                result = RunDir(r.run_dir).result() or {}
+                value = metric_value(result.get("val_loss", {}), self.study.tune.metric)
+                if value is None or not math.isfinite(value):
+                    self._tell(r.trial, r.number, None, TrialState.FAIL,
+                               f"no finite val_loss[{self.study.tune.metric}] in result.json (diverged?)")
                 else:
-                    r.missing += 1   # twice in a row: a scheduler query can miss a job once
-                    if r.missing >= 2:
-                        del running[number]
-                        lost = self.lost.get(number, 0) + 1
-                        self.lost[number] = lost
-                        if lost > self.study.executor.max_retries + 1:
-                            self._tell(r.trial, number, None, TrialState.FAIL,
-                                       f"its job ended {lost} times without a result ({state.get('error') or s})")
-                        else:
-                            self.log(f"{self.target.name}: trial {number}: job {r.job_id} ended while the cell "
-                                     f"was {s}; resubmitting (it resumes from its checkpoint)")
-                            resubmit.append(r)
-            if resubmit:
-                self._dispatch(resubmit)
-                for r in resubmit:
-                    r.missing = 0
-                    running[r.number] = r
-            if running:
-                time.sleep(self.poll_s)
+                    self._tell(r.trial, r.number, value, TrialState.COMPLETE)
+            elif how == "FAILED":
+                self._tell(r.trial, r.number, None, TrialState.FAIL, w.state.get("error") or "failed")
+            elif how == "LOST":
+                self._tell(r.trial, r.number, None, TrialState.FAIL,
+                           f"its job ended {w.lost} times without a result ({w.state.get('error') or w.state.get('state')})")
+
+        def resubmit(keys: list[str]) -> None:
+            for key in keys:
+                self._retry_note(running[key], RunDir(running[key].run_dir).state())
+            self._dispatch([running[k] for k in keys])
+
+        wait_cells({k: r.run_dir for k, r in running.items()}, self.kind, self.study.executor.max_retries,
+                   resubmit, on_end=on_end, on_live=on_live, on_poll=on_poll, poll_s=self.poll_s)
+
+    def _retry_note(self, r: _Running, state: dict) -> None:
+        if state.get("state") == "FAILED":
+            self.log(f"{self.target.name}: trial {r.number} failed ({state.get('error')}); retry "
+                     f"{state.get('failures', 1)}/{self.study.executor.max_retries}")
+        else:
+            self.log(f"{self.target.name}: trial {r.number}: its job ended while the cell was "
+                     f"{state.get('state')}; resubmitting (it resumes from its checkpoint)")
 
     def _report(self, r: _Running, every: int) -> None:
         for step, value in sorted(intermediate_values(r.run_dir, self.study.tune.metric, every).items()):
@@ -667,45 +645,19 @@ class _Member:
         return scheduler.live_slurm_jobs(ids) if self.kind == "slurm" else scheduler.live_local_jobs(ids)
 
     def _dispatch(self, runs: list[_Running]) -> None:
-        """Submit the trials' cells as one batch (a Slurm array per max_array_size) like `submit` does."""
+        """Submit the trials' cells through the shared submit path, under the study's submit lock."""
         if not runs:
             return
-        study = self.study
-        snapshot = snapshot_code(study.study_dir)
-        if self._executor is None:
-            _prepare_tracking(study)
-            self._executor = make_executor(study, self.kind, study.study_dir / "jobs")
-        executor = self._executor
-        threads = study.executor.slurm.cpus_per_task
-        extra = {}
-        if self.kind == "local":  # share the study's slots: tune and submit together never oversubscribe
-            extra = {"slots": str(study.study_dir / "jobs" / "slots"),
-                     "max_parallel": local_parallelism(study.executor.slurm.array_parallelism, threads)}
-        limit = study.executor.slurm.max_array_size or (scheduler.max_array_size() if self.kind == "slurm" else None)
-        chunk = max(1, limit) if limit else len(runs)
-        with _in_dir(snapshot), _detached_output(self.kind):
-            for start in range(0, len(runs), chunk):
-                part = runs[start:start + chunk]
-                if self.kind == "debug":
-                    jobs = [executor.submit(self.job_class(str(r.run_dir), threads)) for r in part]
-                else:
-                    with executor.batch():
-                        jobs = [executor.submit(self.job_class(str(r.run_dir), threads, **extra)) for r in part]
-                for r, job in zip(part, jobs):
-                    r.job_id = str(job.job_id)
-                    state = rundir.read_state(r.run_dir)
-                    rundir.update_state(r.run_dir, "PENDING", job_id=r.job_id, executor=self.kind,
-                                        job_ids=state.get("job_ids", []) + [r.job_id],
-                                        submitted=state.get("submitted", 0) + 1)
-                if self.kind == "debug":
-                    for job in jobs:
-                        try:
-                            job.result()  # the debug executor runs on result()
-                        except Exception:
-                            pass          # the cell's state.json says FAILED
-        self.report.dispatched += len(runs)
-        self.log(f"{self.target.name}: dispatched trial(s) {', '.join(str(r.number) for r in runs)} "
-                 f"({self.kind}{', jobs ' + ' '.join(r.job_id for r in runs) if self.kind != 'debug' else ''})")
+        with study_lock(self.study.study_dir, log=self.log):
+            out = submit_cells(self.study, self.kind, [(r.cell, r.run_dir) for r in runs], job_class=self.job_class,
+                               log=self.log)
+        self.report.dispatched += len(out.job_ids)
+        jobs = [f"{r.number}" + (f" (job {out.job_ids[r.run_dir.name]})" if r.run_dir.name in out.job_ids
+                                  and self.kind != "debug" else "") for r in runs if r.run_dir.name in out.job_ids]
+        self.log(f"{self.target.name}: dispatched trial(s) {', '.join(jobs)} ({self.kind})")
+        for r in runs:
+            if r.run_dir.name in out.skipped:
+                self.log(f"{self.target.name}: trial {r.number} not dispatched: {out.skipped[r.run_dir.name]}")
 
 
 def _redact(uri: str) -> str:
@@ -769,7 +721,7 @@ def tune(study: Study, members: Optional[list[str]] = None, trials: Optional[int
     """Tune each member (`members`, default tune.members) to `trials` finished trials (default
     tune.trials), then rewrite tuned.json. `job_class` is the callable run per trial (CellJob)."""
     kind = kind or study.executor.kind
-    _check_tracking(study, kind)
+    check_tracking(study, kind)
     source = study.source
     study = dataclasses.replace(study, root=str(Path(study.root).resolve()))
     study.source = source

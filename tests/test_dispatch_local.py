@@ -93,7 +93,7 @@ def test_debug_executor_in_process(tmp_path):
 
 
 def test_code_snapshot_is_reused_and_isolated(tmp_path):
-    from sweeps.dispatch import snapshot_code
+    from sweeps.lifecycle import snapshot_code
 
     a = snapshot_code(tmp_path)
     b = snapshot_code(tmp_path)

@@ -18,7 +18,7 @@ from scaling.lm_step import LossModel, decoder_blocks
 from scaling.memory import GIB, ModelShape, Workload, estimate, gpus_needed, needs_sharding, plan_at
 from scaling.params import count_params
 from scaling.vocab import vocab_rows
-from sweeps.dispatch import group_by_nodes, make_executor
+from sweeps.lifecycle import group_by_nodes, make_executor
 from sweeps.grid import expand
 from sweeps.plan import cell_rows, format_plan, make_plan
 from sweeps.study import parse_study
