@@ -271,6 +271,14 @@ class RunDir:
         r = _load(self.path / RESULT, strict)
         return r if isinstance(r, dict) else None
 
+    def result_stamp(self) -> Optional[tuple[int, int]]:
+        """(size, mtime ns) of result.json, None before the cell finished: a cheap change marker."""
+        try:
+            st = (self.path / RESULT).stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
     def error_log(self) -> Path:
         return self.logs / "error.txt"
 

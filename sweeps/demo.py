@@ -532,9 +532,10 @@ def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -
 
 def _report_fingerprint(study_dir: Path) -> str:
     done = []
-    for p in sorted(study_dir.glob("*/result.json")):
-        st = p.stat()
-        done.append([p.parent.name, st.st_size, st.st_mtime_ns])
+    for p in sorted(study_dir.iterdir()) if study_dir.is_dir() else []:
+        stamp = RunDir(p).result_stamp()
+        if stamp is not None:
+            done.append([p.name, *stamp])
     return _digest({"v": FORMAT_VERSION, "runs": done, "code": _source_digest("analysis")})
 
 

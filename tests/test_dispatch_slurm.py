@@ -214,3 +214,29 @@ def test_two_task_sharded_cell_preempted_resumes_and_matches(tmp_path, slurm):
     assert sorted(la) == sorted(lb)
     assert max(abs(la[s] - lb[s]) for s in la) < 1e-4
     assert all(abs(a["val_loss"][s] - b["val_loss"][s]) < 1e-4 for s in b["val_loss"])
+
+
+def test_concurrent_submits_and_tune_give_each_cell_one_job(tmp_path, slurm):
+    """Two `submit`s and a `tune` of one study at the same moment: they take the study's submit lock in
+    turn, so sacct holds exactly one job per grid cell (and one per tuning trial)."""
+    def edit(d):
+        d["grid"]["flops"] = [5.0e9]
+        d["tracking"] = {"enabled": False}
+        d["name"] = "race"
+    study = study_copy(tmp_path, edit)
+    t0 = time.time() - 1
+    env = {**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    cmds = [["submit", str(study), "--executor", "slurm"], ["submit", str(study), "--executor", "slurm"],
+            ["tune", str(study), "--member", "d32", "--trials", "2", "--tokens", "4096", "--executor", "slurm"]]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *c], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    submitted = sorted(int(o[0].split("submitted ")[1].split()[0]) for o in outs[:2])
+    assert submitted == [0, 6], outs                      # the second saw every cell live: submitted nothing
+    study_dir = tmp_path / "runs" / "race"
+    final = wait_terminal(study_dir, 6)
+    assert all(v["state"] == "DONE" and len(v["job_ids"]) == 1 for v in final.values()), final
+    jobs = sacct_jobs(t0)
+    assert len(jobs) == 6 + 2, jobs                       # 6 grid cells + 2 trials, nothing twice
+    wait_for_empty_queue(120)
