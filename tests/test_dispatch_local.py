@@ -92,6 +92,27 @@ def test_debug_executor_in_process(tmp_path):
     assert submit(study, kind="debug").submitted == []
 
 
+def test_debug_executor_never_debugs_and_submit_fails(tmp_path, cli):
+    """A cell that fails while the debug executor runs it in-process: no (Pdb) prompt (submitit's debug
+    job opens one on result()), and `submit` exits 1 naming the cell."""
+    import subprocess
+    import sys
+
+    def edit(d):
+        d["families"]["ladder"]["members"] = {"d16": d["families"]["ladder"]["members"]["d16"]}
+        d["grid"] = {"tokens": [3000]}
+        d["tracking"] = {"enabled": False}
+    study = tiny_copy(tmp_path, edit)
+    with open(tmp_path / "tiny-data" / "units.jsonl", "a") as f:   # a bad row deep in the corpus
+        f.write(json.dumps({"file_name": "audio/bad.flac", "units": "not a list", "duration": [1]}) + "\n")
+    res = subprocess.run([sys.executable, str(ROOT / "launch.py"), "submit", str(study), "--executor", "debug"],
+                         capture_output=True, text=True, timeout=300, input="c\nc\nc\n")
+    assert "(Pdb)" not in res.stdout + res.stderr
+    assert res.returncode == 1, res.stdout + res.stderr
+    (key,) = [l.split(":")[0] for l in res.stdout.splitlines() if ": submit (" in l]
+    assert f"1 of 1 cells run in this process did not finish: {key} (FAILED)" in res.stderr, res.stderr
+
+
 def test_code_snapshot_is_reused_and_isolated(tmp_path):
     from sweeps.lifecycle import snapshot_code
 
