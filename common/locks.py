@@ -44,9 +44,18 @@ def describe_holder(holder: dict) -> str:
     return ", ".join(parts)
 
 
+def current_job_id() -> str:
+    """This process's scheduler job id as submit recorded it: `<array>_<task>` for a Slurm array task
+    (SLURM_JOB_ID alone is the task's raw id, another spelling of the same job), else the plain id."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or ""
+
+
 def holder_info(**extra: object) -> dict:
     """Who we are, for the lock file."""
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
+    job = current_job_id()
     info = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job,
             "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200],
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

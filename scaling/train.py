@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from common.locks import current_job_id
 from common.rundir import Lease, LeaseBusy, RunDir
 
 from . import checkpoint, sharding
@@ -88,7 +89,7 @@ def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
     uri = spec.tracking.get("uri") or tracking.default_uri(run_dir.parent)
     spec_json = spec.to_json()
     tags = {**tracking.spec_tags(spec_json), "tokens_budget": str(spec.tokens),
-            "job_id": os.environ.get("SLURM_JOB_ID", "")}
+            "job_id": current_job_id()}
     mirror = tracking.Mirror(run_dir, uri, spec.tracking.get("experiment") or spec.study, spec.key, tags,
                              spec_json, experiment_description=f"slm-scaling study {spec.study}")
     if not mirror.start():
@@ -127,7 +128,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     lease, busy = None, None
     if acc.is_main_process:
         try:
-            lease = rd.lease(job_id=job_id or os.environ.get("SLURM_JOB_ID"))
+            lease = rd.lease(job_id=job_id or current_job_id())
         except LeaseBusy as e:
             busy = e
     if agree(1 if busy else None):   # every rank learns that rank 0 was refused
@@ -149,7 +150,7 @@ def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree,
             say(f"{spec.key}: already DONE")
             return "DONE"
         rd.update("RUNNING", attempts=prev.get("attempts", 0) + 1, interrupted=False, cancelled=False)
-        rd.add_job(job_id or os.environ.get("SLURM_JOB_ID"))
+        rd.add_job(job_id or current_job_id())
     mirror = None
     try:
         mirror = _mirror(spec, rd.path, say) if main else None

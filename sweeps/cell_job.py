@@ -8,7 +8,6 @@ from the newest checkpoint in the run dir: resume is keyed to the run dir, never
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ class CellJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one task per GPU: the process group comes from Slurm's variables
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        job_id = os.environ.get("SLURM_JOB_ID") or env.job_id
+        job_id = env.job_id   # submitit's spelling (`<array>_<task>`), the one submit recorded
         stop = {"signal": None}
         try:
             status = train_cell(Path(self.run_dir), log=lambda line: print(line, flush=True), stop_signals=stop,
