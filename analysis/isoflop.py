@@ -228,7 +228,7 @@ def vertex_regression(profiles, weighted: bool = True, level: float = LEVEL) -> 
             method = "delta method, scaled by the vertices' scatter"
         else:
             scale, q, method = float("nan"), float("nan"), "none (two budgets, no pooled residual variance)"
-        vertex_se = np.sqrt(var * (scale if np.isfinite(scale) else 1.0))
+        vertex_se = np.sqrt(var * scale)  # NaN when neither the runs nor the vertices give the noise's scale
         return _Regression(float(a), float(logk), float(np.sqrt(cov[0, 0] * scale)), float(np.sqrt(cov[1, 1] * scale)),
                            vertex_se, float(np.sqrt(sigma2)), chi2, float(q), method, "inverse vertex variance")
     a, logk = np.polyfit(x, y, 1)
