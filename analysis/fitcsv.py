@@ -14,6 +14,7 @@ import numpy as np
 
 from analysis.errors import FitError, InputError
 from analysis.fit_lnd import HUBER_DELTA, bootstrap_lnd, fit_lnd
+from analysis.identification import not_identified
 from analysis.isoflop import fit_isoflop
 
 
@@ -72,6 +73,7 @@ def _fit_one(N, D, L, n_bootstrap: int, seed: int, delta: float) -> dict:
         out["intervals"] = {}
         out["n_bootstrap"] = 0
         out["n_bootstrap_failed"] = 0
+    out["not_identified"] = not_identified(out, out["intervals"], float(np.min(L)))
     return out
 
 
@@ -102,7 +104,7 @@ def fit_points_csv(path, params_col: str = "params", tokens_col: str = "tokens",
     Without a group column (or with ``group_col=None``) the result is one fit:
     ``{E, A, B, alpha, beta, a, b, G, objective, n_points, huber_delta,
        intervals: {E|A|B|alpha|beta|a|b|G: {p2.5, p10, p90, p97.5}}, n_bootstrap, n_bootstrap_failed,
-       source, params_col}``.
+       not_identified: [{param, why}] (``analysis.identification``), source, params_col}``.
     With a group column each group is fitted on its own and the result is
     ``{"groups": {name: <one fit as above, or {"error": message}>}, source, params_col}``;
     a group the fit refuses (e.g. one model size) records the refusal instead of aborting.

@@ -39,6 +39,7 @@ def test_good_csv_gives_the_keys(tmp_path):
     assert out["alpha"] == pytest.approx(0.34, abs=0.05)
     for name in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
         assert set(out["intervals"][name]) == {"p2.5", "p10", "p90", "p97.5"}
+    assert out["not_identified"] == []  # 30 points over two decades of N and D pin the law down
 
 
 def test_grouped_csv_fits_each_group(tmp_path):
