@@ -1,8 +1,12 @@
 """The CSV entry point behind ``launch.py fit POINTS.csv``."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.errors import InputError
@@ -113,10 +117,6 @@ def isoflop_csv(path, seed=0, groups=None):
 
 
 def test_fit_approach2_cli_matches_brute_force_weighted_regression(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
     p = isoflop_csv(tmp_path / "iso.csv")
     launch = Path(__file__).resolve().parents[1] / "launch.py"
     res = subprocess.run([sys.executable, str(launch), "fit", str(p), "--approach", "2", "--bootstrap", "30"],
@@ -126,8 +126,6 @@ def test_fit_approach2_cli_matches_brute_force_weighted_regression(tmp_path):
     assert len(out["budgets_used"]) == 4 and len(out["budgets_refused"]) == 1
     assert out["budgets_refused"][0]["flops"] == pytest.approx(1e21) and "NoInteriorMinimum" in out[
         "budgets_refused"][0]["error"]
-    import pandas as pd
-
     frame = pd.read_csv(p)
     used = out["budgets_used"]
     for b in used:  # each vertex: the parabola by the normal equations

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from test_report_fixture import build_study
 
 from analysis.fit_lnd import bootstrap_lnd, fit_lnd
