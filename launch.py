@@ -69,7 +69,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     fit = fit_points_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
                          loss_col=args.loss_col, group_col=args.group_col, n_bootstrap=args.bootstrap,
-                         seed=args.seed)
+                         seed=args.seed, approach=args.approach, flops_col=args.flops_col, window=args.window)
     print(json.dumps(fit, indent=1))
 
 
@@ -227,17 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("fit", help="fit L(N, D) = E + A/N^alpha + B/D^beta to a CSV of points",
-                       description="Fit the Chinchilla Approach-3 law (log-sum-exp form, summed Huber loss, "
-                                   "4,500-start L-BFGS grid) to a CSV with columns params, tokens, loss "
-                                   "(optional flops, group) and print JSON: E, A, B, alpha, beta, the "
-                                   "compute-optimal exponents a, b and G, objective, n_points and bootstrap "
-                                   "intervals (per group when the CSV has a group column).")
+    p = sub.add_parser("fit", help="fit a scaling law (Approach 3 L(N, D), or Approach 2 IsoFLOP) to a CSV",
+                       description="--approach 3 (default): fit the Chinchilla law L(N, D) = E + A/N^alpha + "
+                                   "B/D^beta (log-sum-exp form, summed Huber loss, 4,500-start grid) to a CSV with "
+                                   "columns params, tokens, loss and print JSON: E, A, B, alpha, beta, a, b, G, "
+                                   "objective, n_points and bootstrap intervals. --approach 2: per compute budget "
+                                   "(needs a flops column) a parabola in ln N and its vertex with a delta-method "
+                                   "standard error, then N_opt = k C^a by weighted regression; prints a, k, b, "
+                                   "intervals, budgets_used and budgets_refused. Per group with a group column.")
     p.add_argument("points", help="CSV file")
     p.add_argument("--params-col", default="params")
     p.add_argument("--tokens-col", default="tokens")
     p.add_argument("--loss-col", default="loss")
-    p.add_argument("--group-col", default="group", help="fit each group separately when present")
+    p.add_argument("--group-col", "--group", dest="group_col", default="group",
+                   help="column whose values are fitted separately when present (default group)")
+    p.add_argument("--approach", type=int, choices=(2, 3), default=3,
+                   help="3: L(N, D) (default); 2: IsoFLOP parabolas and the weighted vertex regression")
+    p.add_argument("--flops-col", default="flops", help="budget column for --approach 2 (default flops)")
+    p.add_argument("--window", type=float, help="--approach 2: fit each parabola on the runs within this factor "
+                                                "in N of the budget's best run (e.g. 4)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fit)

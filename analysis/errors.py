@@ -38,3 +38,7 @@ class NonPositiveInput(FitError):
 
 class InputError(ValueError):
     """An input file is unreadable or does not match the expected layout."""
+
+
+class NotIdentified(FitError):
+    """A fit ran, but the data do not pin down some of its parameters, so nothing is drawn from it."""

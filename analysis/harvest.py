@@ -11,6 +11,7 @@ params_new_row_params, params_vocab_rows) so the N convention is chosen at analy
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ SPEC_KEYS = (*LABEL_KEYS, "flops_convention")  # known from spec.json before the
 NUMERIC_KEYS = ("tokens", "tokens_budget", "flops", "cost_flops", "steps", "loss", "wall_seconds",
                 "tokens_per_second")
 SCALAR_KEYS = ("key", "study", *LABEL_KEYS, *NUMERIC_KEYS, "flops_convention", "mlflow_run_id")
-NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_")
+NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_", "n_pairs_")
 
 
 def _study_dirs(root: Path, study: str | None):
@@ -80,6 +81,30 @@ def apply_result(row: dict, res: dict) -> dict:
         row[f"val_loss_{k}"] = v
     for k, v in (res.get("eval") or {}).items():
         row[f"eval_{k}"] = v
+    for k, v in (res.get("eval_n") or {}).items():  # pair counts recorded with the scores win over manifests
+        row[f"n_pairs_{k}"] = v
+    return row
+
+
+@lru_cache(maxsize=256)
+def _manifest_pairs(path: str, mtime_ns: int, size: int) -> int:
+    """Pairs in a benchmark manifest (one JSON line each); cached per file version, as every cell names it."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def apply_eval_sizes(row: dict, spec: dict) -> dict:
+    """``n_pairs_<benchmark>`` from the pair manifests a spec names (each non-blank line is a pair);
+    a manifest that is gone leaves the count unknown (NaN), so its accuracy gets no interval."""
+    benchmarks = ((spec.get("eval") or {}).get("benchmarks") or []) if isinstance(spec, dict) else []
+    for b in benchmarks:
+        if not isinstance(b, dict) or "name" not in b or "manifest" not in b:
+            continue
+        try:
+            st = Path(b["manifest"]).stat()
+            row[f"n_pairs_{b['name']}"] = _manifest_pairs(str(b["manifest"]), st.st_mtime_ns, st.st_size)
+        except OSError:
+            row.setdefault(f"n_pairs_{b['name']}", np.nan)
     return row
 
 
@@ -90,7 +115,9 @@ def result_row(run_dir: Path) -> dict:
         state = rd.state(strict=True)
         row = {"run_dir": str(rd.path), **empty_row(rd.path.parent.name, rd.key,
                                                    state.get("state", "PENDING"), state.get("attempts", 0))}
-        apply_labels(row, rd.spec(strict=True))
+        spec = rd.spec(strict=True)
+        apply_labels(row, spec)
+        apply_eval_sizes(row, spec)
         result = rd.result(strict=True)
     except RunDirError as e:
         raise InputError(str(e)) from None
@@ -117,7 +144,8 @@ def harvest_results(root, study: str | None = None):
     Columns: run_dir, study, key, state, attempts, family, member, init, setup, variant,
     params_{total,embedding,nonembedding,output_head,new_rows,new_row_params,vocab_rows}, tokens,
     tokens_budget, flops, flops_convention, cost_flops, steps, loss, val_loss_{text,interleaved,speech},
-    eval_<benchmark> (swuggy, sblimp, ssc, tsc always; others as found), wall_seconds,
+    eval_<benchmark> (swuggy, sblimp, ssc, tsc always; others as found), n_pairs_<benchmark> (pairs behind
+    each accuracy: result.json's ``eval_n``, else the lines of the manifest spec.json names), wall_seconds,
     tokens_per_second, mlflow_run_id. Unfinished runs have NaN results.
     Raises InputError naming the file for a missing root/study or unreadable JSON.
     """

@@ -147,10 +147,16 @@ def report_metrics(fits: dict) -> dict:
             if top:
                 out[f"{s}/tokens_per_param_at_largest_budget"] = top[-1].get("tokens_per_param")
                 out[f"{s}/n_opt_at_largest_budget"] = top[-1].get("n_opt")
-        out[f"{s}/approach2.a"] = g.get("approach2", {}).get("a")
+        a2 = g.get("approach2", {})
+        out[f"{s}/approach2.a"] = a2.get("a")
+        out[f"{s}/approach2.a_p2.5"] = (a2.get("intervals") or {}).get("a", {}).get("p2.5")
+        out[f"{s}/approach2.a_p97.5"] = (a2.get("intervals") or {}).get("a", {}).get("p97.5")
         out[f"{s}/loss_compute.gamma"] = g.get("loss_compute", {}).get("gamma")
         for m, law in g.get("metric_laws", {}).items():
-            out[f"{s}/metric.{m}.gamma"] = law.get("gamma")
+            if law.get("law"):  # a trend the data carry; "no trend" leaves no number to chart
+                out[f"{s}/metric.{m}.gamma"] = law.get("gamma")
+                out[f"{s}/metric.{m}.gamma_p2.5"] = law.get("gamma_lo")
+                out[f"{s}/metric.{m}.gamma_p97.5"] = law.get("gamma_hi")
         ex = g.get("extrapolation", {})
         out[f"{s}/extrapolation.approach3.mean_rel_error"] = ex.get("approach3", {}).get("mean_rel_error")
         out[f"{s}/extrapolation.approach3.max_rel_error"] = ex.get("approach3", {}).get("max_rel_error")

@@ -6,6 +6,9 @@ rounded published values); Besiroglu et al. 2024 (Epoch AI replication); Cuervo 
 legend, which also re-plots Cuervo & Marxer's textless and Pythia text curves.
 Caveat: each paper counts parameters (and hence FLOPs) and losses differently, so absolute
 values are not comparable across rows; exponents are the portable part.
+A law holds only where it was fitted: each carries its compute range (``flops_range``), and
+``drawable_spans`` says which part of a plot may show it (solid inside the range, dashed up to a
+decade outside, nothing beyond).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class LossLaw:
     beta: float
     source: str
     n_convention: str
+    flops_range: tuple | None = None  # compute (FLOPs) of the runs it was fitted on, where known
 
     def predict(self, N, D):
         """Predicted loss."""
@@ -53,6 +57,7 @@ class MetricLaw:
     k: float
     gamma: float
     source: str
+    flops_range: tuple = (2e18, 7e20)  # the compute SIMS Fig. 1 plots its fitted points over
 
     def predict(self, flops):
         """Predicted accuracy (no saturation)."""
@@ -65,7 +70,9 @@ EPOCH = LossLaw("epoch", E=1.817, A=482.01, B=2085.43, alpha=0.348, beta=0.366,
                 source="Besiroglu et al. 2024 (Epoch AI replication of Chinchilla)", n_convention="total incl. embeddings")
 CUERVO_MARXER_SPEECH = LossLaw("cuervo_marxer_speech", E=1.73, A=13.9, B=39.8, alpha=0.25, beta=0.24,
                                source="Cuervo & Marxer 2024, Table 5 (HuBERT units)",
-                               n_convention="speech-only vocabulary")
+                               n_convention="speech-only vocabulary",
+                               # approximate: the compute over which SIMS Fig. 1 re-plots their models
+                               flops_range=(2e18, 7e20))
 
 LOSS_LAWS = {law.name: law for law in (CHINCHILLA, EPOCH, CUERVO_MARXER_SPEECH)}
 
@@ -79,6 +86,28 @@ SIMS_FIGURE1 = (
     MetricLaw("text_pythia_tsc", "tsc", "text", 0.15, 0.039, _SIMS_FIG1 + " (Pythia via Cuervo & Marxer)"),
 )
 METRIC_LAWS = {law.name: law for law in SIMS_FIGURE1}
+
+
+EXTRAPOLATE_DECADES = 1.0  # how far outside its fitted range a law may be drawn (dashed)
+
+
+def drawable_spans(flops_range, plot_lo: float, plot_hi: float) -> dict | None:
+    """Where a law fitted on ``flops_range`` may be drawn on a plot spanning [plot_lo, plot_hi]:
+    {"fitted": (lo, hi) or None (solid), "extrapolated": [(lo, hi), ...] (dashed, at most a decade
+    outside the range)}, or None when the plot is more than a decade from the range (then the law is
+    listed in a table, not drawn). A law without a known range is never drawn."""
+    if not flops_range:
+        return None
+    r_lo, r_hi = flops_range
+    f = 10.0 ** EXTRAPOLATE_DECADES
+
+    def span(a, b):
+        a, b = max(a, plot_lo), min(b, plot_hi)
+        return (a, b) if a < b else None
+
+    fitted = span(r_lo, r_hi)
+    extrapolated = [s for s in (span(r_lo / f, r_lo), span(r_hi, r_hi * f)) if s]
+    return {"fitted": fitted, "extrapolated": extrapolated} if fitted or extrapolated else None
 
 
 def metric_laws_for(metric: str) -> list[MetricLaw]:

@@ -18,33 +18,11 @@ import numpy as np
 from analysis.comparison import comparison_blocks, setup_comparison
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
-from analysis.reference import SIMS_FIGURE1
+from analysis.identification import describe
+from analysis.reference import SIMS_FIGURE1, drawable_spans
 from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
-CAPTIONS = {
-    "isoflop.png": "IsoFLOP profiles (Approach 2). Each colour is one compute budget: the points are the runs "
-                   "trained at that budget, the solid curve the parabola fitted in ln N, the star its vertex "
-                   "N_opt(C); the dashed curve is the Approach-3 law along the same budget. Budgets without an "
-                   "interior minimum are named in the panel.",
-    "lnd_fit.png": "The fitted L(N, D) = E + A/N^alpha + B/D^beta (Approach 3) against the runs: final loss "
-                   "against tokens, one colour per model size, the line the law at that size; faint lines are "
-                   "the runs' own evaluation curves from metrics.jsonl.",
-    "allocation.png": "Compute-optimal model size, tokens and tokens per parameter against compute from "
-                      "Approach 3 (line, shaded 2.5-97.5 % bootstrap band) and the IsoFLOP vertices of "
-                      "Approach 2 (points); the dotted black line is the textless reference of Cuervo & "
-                      "Marxer (2024), the grey area extrapolates beyond the largest budget.",
-    "loss_frontier.png": "Loss against compute: every run (faint), the best run per budget (bold) and the "
-                         "fitted L(C) = E + k C^-gamma per group; the dashed line is the textless frontier "
-                         "L*(C) implied by Cuervo & Marxer's L(N, D) under compute-optimal allocation (their "
-                         "loss and parameter units, so compare slopes rather than levels).",
-    "metrics.png": "Downstream metrics against compute: the best score per budget and Q(C) = k C^gamma per "
-                   "group; for sSC and tSC the grey lines are the SIMS Figure-1 laws (interleaved, textless, "
-                   "text LM).",
-    "residuals.png": "Relative residuals (observed - fitted) / fitted of the Approach-3 fit against model size, "
-                     "coloured by compute budget; a trend with N or C means the law's form misses something, "
-                     "scatter is noise.",
-}
 
 
 # ----------------------------------------------------------------------------- number formatting
@@ -91,15 +69,26 @@ def _summary_section(fits: dict) -> list:
              f"D = `tokens`, C = `flops` as recorded by each run, loss = `{fits['loss_col']}`. Runs are grouped "
              f"by {', '.join(f'`{c}`' for c in fits['group_cols']) or 'nothing'} into {len(fits['groups'])} "
              f"group(s). Compute budgets (FLOPs): {budgets}."),
-        Para("Intervals are 2.5-97.5 % percentiles over bootstrap resamples of the runs; a is the exponent of "
-             "N_opt ~ C^a and b = 1 - a that of D_opt ~ C^b under C = 6ND.", css="muted"),
+        Para("Intervals are 95 %: Approach 3's are 2.5-97.5 % percentiles over bootstrap resamples of the runs; "
+             "Approach 2's come from its weighted regression (each IsoFLOP vertex weighted by its delta-method "
+             "variance); accuracies carry Wilson intervals over their benchmark's pairs. a is the exponent of "
+             "N_opt ~ C^a and b = 1 - a that of D_opt ~ C^b under C = 6ND. A law is drawn or extrapolated only "
+             "where the data pin it down; otherwise the report says so.", css="muted"),
     ]
+
+
+def _gamma_txt(law: dict) -> str:
+    if _err(law) or not law:
+        return "refused"
+    if not law.get("law"):
+        return "no trend"
+    return f"{_f(law['gamma'], 4)} [{_f(law['gamma_lo'], 4)}, {_f(law['gamma_hi'], 4)}]"
 
 
 def _comparison_rows(fits: dict) -> list:
     metrics = [metric_name(c) for c in fits["metric_cols"]]
     header = ["group", "runs", "a [95%]", "b", "alpha", "beta", "E", "D/N at largest C", "Approach 2 a [95%]",
-              "L(C) gamma", *[f"Q gamma {m}" for m in metrics], "held-out error mean / max"]
+              "L(C) gamma", *[f"Q gamma {m} [95%]" for m in metrics], "held-out error mean / max"]
     rows = []
     top = max(fits["budgets"]) if fits["budgets"] else None
     for label, g in fits["groups"].items():
@@ -108,14 +97,13 @@ def _comparison_rows(fits: dict) -> list:
         if _err(a3):
             a_txt, rest = "refused", ["–"] * 5
         else:
-            a_txt = _with_iv(a3["a"], ivs, "a", _f)
+            a_txt = _with_iv(a3["a"], ivs, "a", _f) + (" not identified" if a3.get("not_identified") else "")
             dn = next((r["tokens_per_param"] for r in g["allocation"] if top and abs(r["flops"] / top - 1) < 1e-9),
                       None) if isinstance(g["allocation"], list) else None
             rest = [_f(a3["b"]), _f(a3["alpha"]), _f(a3["beta"]), _g(a3["E"]), _g(dn)]
         a2_txt = "refused" if _err(a2) else _with_iv(a2["a"], a2.get("intervals", {}), "a", _f)
         lc = g["loss_compute"]
-        q = [("refused" if _err(g["metric_laws"].get(m)) else _f(g["metric_laws"].get(m, {}).get("gamma"), 4))
-             for m in metrics]
+        q = [_gamma_txt(g["metric_laws"].get(m, {})) for m in metrics]
         ex = g["extrapolation"]
         ex3 = ex.get("approach3", {}) if not _err(ex) else {"error": ex["error"]}
         ex_txt = "refused" if _err(ex3) else f"{_pct(ex3['mean_rel_error'])} / {_pct(ex3['max_rel_error'])}"
@@ -154,16 +142,26 @@ def _approach3_section(fits: dict) -> list:
     for label, g in fits["groups"].items():
         a3 = g["approach3"]
         if _err(a3):
-            rows.append((label, f"refused: {a3['error']}", *[""] * 7))
+            rows.append((label, f"refused: {a3['error']}", *[""] * 8))
             continue
         ivs = a3.get("intervals", {})
+        ni = a3.get("not_identified") or []
         rows.append((label, _with_iv(a3["E"], ivs, "E"), _with_iv(a3["A"], ivs, "A"), _with_iv(a3["B"], ivs, "B"),
                      _with_iv(a3["alpha"], ivs, "alpha", _f), _with_iv(a3["beta"], ivs, "beta", _f),
                      _g(a3["G"]), a3["n_points"],
-                     f"{a3.get('n_bootstrap', 0)} ({a3.get('n_bootstrap_failed', 0)} failed)"))
-    return [Para("Fitted by the Chinchilla/Epoch recipe: Huber loss (delta 1e-3) on log loss, summed over runs, "
-                 "from the 4,500-start grid."),
-            Table(("group", "E", "A", "B", "alpha", "beta", "G", "runs", "bootstrap (failed)"), tuple(rows))]
+                     f"{a3.get('n_bootstrap', 0)} ({a3.get('n_bootstrap_failed', 0)} failed)",
+                     ", ".join(d["param"] for d in ni) or "none"))
+    out = [Para("Fitted by the Chinchilla/Epoch recipe: Huber loss (delta 1e-3) on log loss, summed over runs, "
+                "from the 4,500-start grid. A parameter is not identified when E is driven to zero, a scale "
+                "parameter's 95% interval spans more than three decades, or an exponent's is wider than 1 "
+                "(0.5 for a and b); no allocation, extrapolation or comparison is drawn from such a fit."),
+           Table(("group", "E", "A", "B", "alpha", "beta", "G", "runs", "bootstrap (failed)", "not identified"),
+                 tuple(rows))]
+    for label, g in fits["groups"].items():
+        ni = g["approach3"].get("not_identified") if not _err(g["approach3"]) else None
+        if ni:
+            out.append(Para(f"{label}: the data do not pin down {describe(ni)}.", css="refusal"))
+    return out
 
 
 def _allocation_section(fits: dict) -> list:
@@ -195,15 +193,50 @@ def _approach2_section(fits: dict) -> list:
             out.append(Para(f"Approach 2 refused: {a2['error']}", css="refusal"))
         else:
             iv = a2.get("intervals", {}).get("a", {})
-            band = _iv(iv.get("p2.5"), iv.get("p97.5"), _f) or "without interval"
-            out.append(Para(f"N_opt = {_g(a2['k'])} C^{_f(a2['a'])} (a {band}), "
-                            f"D_opt = {_g(a2['k_d'])} C^{_f(a2['b'])}, from {a2['n_budgets']} budgets."))
-            out.append(Table(("C (FLOPs)", "runs", "N sampled", "N_opt (vertex)", "D_opt", "loss at vertex"),
+            band = _iv(iv.get("p2.5"), iv.get("p97.5"), _f)
+            band = f"a 95% {band}, {a2.get('interval_method')}" if band else \
+                f"a has no interval: {a2.get('interval_method')}"
+            out.append(Para(f"N_opt = {_g(a2['k'])} C^{_f(a2['a'])} ({band}; vertices weighted by "
+                            f"{a2.get('weighting')}), D_opt = {_g(a2['k_d'])} C^{_f(a2['b'])}, from {a2['n_budgets']} "
+                            f"budgets."))
+            out.append(Table(("C (FLOPs)", "runs", "N sampled", "N_opt (vertex) [95%]", "s.e. of ln N_opt", "D_opt",
+                              "loss at vertex"),
                              tuple((_g(p["flops"], 2), p["n_runs"], f"{_g(p['n_min'], 2)} - {_g(p['n_max'], 2)}",
-                                    _g(p["n_opt"]), _g(p["d_opt"]), _g(p["loss_opt"], 4)) for p in a2["profiles"])))
+                                    f"{_g(p['n_opt'])} " + (_iv(p["n_opt"] * np.exp(-1.96 * p["log_n_opt_se"]),
+                                                                p["n_opt"] * np.exp(1.96 * p["log_n_opt_se"]))
+                                                            if _ok(p.get("log_n_opt_se")) else ""),
+                                    _f(p.get("log_n_opt_se")), _g(p["d_opt"]), _g(p["loss_opt"], 4))
+                                   for p in a2["profiles"])))
         for d in a2.get("dropped_budgets", []):
             out.append(Para(f"Budget C={_g(d['flops'], 2)} left out: {d['error']}", css="refusal"))
+    out += [Heading(3, "Approach 2 and Approach 3 side by side"), _agreement_table(fits)]
     return out
+
+
+def _agreement(a3: dict, a2: dict) -> tuple:
+    """(a3 text, a2 text, verdict): agree when the difference of the two a's lies within 1.96 times the
+    combined standard error (Approach 3's from its bootstrap interval's width / 3.92)."""
+    if _err(a3):
+        return "refused", "–", "cannot compare: Approach 3 refused"
+    iv3 = a3.get("intervals", {}).get("a", {})
+    t3 = _with_iv(a3["a"], a3.get("intervals", {}), "a", _f)
+    if _err(a2):
+        return t3, "refused", "cannot compare: Approach 2 refused"
+    iv2 = a2.get("intervals", {}).get("a", {})
+    t2 = f"{_f(a2['a'])} {_iv(iv2.get('p2.5'), iv2.get('p97.5'), _f)}".strip()
+    if a3.get("not_identified"):
+        return t3 + " not identified", t2, "cannot compare: Approach 3 does not pin down its parameters"
+    if not (_ok(iv3.get("p2.5")) and _ok(iv3.get("p97.5")) and _ok(a2.get("a_se"))):
+        return t3, t2, "cannot compare: an interval is missing"
+    se = np.hypot((iv3["p97.5"] - iv3["p2.5"]) / 3.92, a2["a_se"])
+    d = a3["a"] - a2["a"]
+    word = "agree" if abs(d) <= 1.96 * se else "disagree"
+    return t3, t2, f"{word}: difference {d:+.3f} [{d - 1.96 * se:+.3f}, {d + 1.96 * se:+.3f}]"
+
+
+def _agreement_table(fits: dict):
+    rows = [(label, *_agreement(g["approach3"], g["approach2"])) for label, g in fits["groups"].items()]
+    return Table(("group", "a, Approach 3 [95%]", "a, Approach 2 [95%]", "do they agree?"), tuple(rows))
 
 
 def _compute_laws_section(fits: dict) -> list:
@@ -214,16 +247,55 @@ def _compute_laws_section(fits: dict) -> list:
         cells = ["refused" if _err(lc) else f"{_g(lc['E'], 4)} + {_g(lc['k'], 3)} C^-{_f(lc['gamma'], 4)}"]
         for m in metrics:
             law = g["metric_laws"].get(m, {})
-            cells.append("refused" if _err(law) else f"{_g(law['k'], 3)} C^{_f(law['gamma'], 4)}")
+            if _err(law):
+                cells.append("refused")
+            elif law.get("law"):
+                cells.append(f"{_g(law['k'], 3)} C^{_f(law['gamma'], 4)} (gamma [{_f(law['gamma_lo'], 4)}, "
+                             f"{_f(law['gamma_hi'], 4)}])")
+            else:
+                cells.append("no trend distinguishable from noise at this scale")
         rows.append((label, *cells))
+    budgets = fits["budgets"]
+    lo, hi = (min(budgets) / 2, max(budgets) * 2) if budgets else (1.0, 1.0)
     for setup in dict.fromkeys(ref.setup for ref in SIMS_FIGURE1):
         laws = {ref.metric: ref for ref in SIMS_FIGURE1 if ref.setup == setup}
         cells = [f"{laws[m.lower()].k} C^{laws[m.lower()].gamma}" if m.lower() in laws else "–" for m in metrics]
         if any(c != "–" for c in cells):
-            rows.append((f"SIMS Fig. 1 {setup} (published)", "–", *cells))
-    return [Para("Fitted on the frontier (best run per budget): L(C) by least squares on log loss, Q(C) as a "
-                 "line in log-log space."),
-            Table(("group", "L(C) = E + k C^-gamma", *[f"Q(C) {m}" for m in metrics]), tuple(rows))]
+            ref = next(iter(laws.values()))
+            drawn = "drawn in metrics.png" if drawable_spans(ref.flops_range, lo, hi) else \
+                "not drawn: more than a decade from this study's budgets"
+            rows.append((f"SIMS Fig. 1 {setup} (published; fitted on about {_g(ref.flops_range[0], 2)}-"
+                         f"{_g(ref.flops_range[1], 2)} FLOPs; {drawn})", "–", *cells))
+    out = [Para("L(C) is fitted on the loss frontier (best run per budget) by least squares on log loss. Q(C) = "
+                "k C^gamma is fitted to the accuracy of each budget's lowest-loss run by least squares on log "
+                "accuracy, weighted by each point's binomial variance; it is called a law only when some point is "
+                "above chance at 95% and gamma's 95% interval excludes 0."),
+           Table(("group", "L(C) = E + k C^-gamma", *[f"Q(C) {m}" for m in metrics]), tuple(rows))]
+    out += _metric_points_section(fits)
+    return out
+
+
+def _metric_points_section(fits: dict) -> list:
+    """Every metric point the figure draws, with its interval, and each trend's verdict."""
+    rows, verdicts = [], []
+    for label, g in fits["groups"].items():
+        for m, pts in (g.get("metric_points") or {}).items():
+            for p in pts:
+                iv = _iv(p.get("p2.5"), p.get("p97.5"), _f) or "no interval (pairs unknown)"
+                n = f"{int(p['n_pairs'])}" if _ok(p.get("n_pairs")) else "?"
+                above = ("yes" if _ok(p.get("p2.5")) and p["p2.5"] > 0.5 else "no") if _ok(p.get("p2.5")) else "?"
+                rows.append((label, m, _g(p["flops"], 2), f"{_f(p['accuracy'])} {iv}", n, above))
+            law = g["metric_laws"].get(m, {})
+            if not _err(law) and law:
+                verdicts.append(f"{m}, {label}: {law['verdict']}.")
+    if not rows:
+        return []
+    return [Para("Every metric point drawn in metrics.png: the accuracy of the group's lowest-loss run at each "
+                 "budget, its 95% Wilson interval over the benchmark's pairs, and whether that interval lies above "
+                 "chance (0.5)."),
+            Table(("group", "metric", "C (FLOPs)", "accuracy [95%]", "pairs", "above chance"), tuple(rows)),
+            Bullets(tuple(verdicts))] if verdicts else [Table(("group", "metric", "C (FLOPs)", "accuracy [95%]",
+                                                               "pairs", "above chance"), tuple(rows))]
 
 
 def _extrapolation_section(fits: dict) -> list:
@@ -258,7 +330,7 @@ def build_blocks(fits: dict, title: str) -> list:
               Heading(3, "Pairwise comparisons"), *_pairs_section(fits),
               Heading(2, "Figures")]
     for file, name in FIGURES:
-        blocks.append(Figure(file, name, CAPTIONS[file]))
+        blocks.append(Figure(file, name, fits.get("figures", {}).get(file, "")))
     blocks += [Heading(2, "Approach 3: L(N, D) = E + A/N^alpha + B/D^beta"), *_approach3_section(fits),
                Heading(2, "Compute-optimal allocation at the study's budgets"), *_allocation_section(fits),
                Heading(2, "Approach 2: IsoFLOP vertices"), *_approach2_section(fits),
@@ -289,10 +361,10 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     study = fit_study(frame, params_col, loss_col, group_cols, n_bootstrap, seed, extrapolation)
-    draw_all(study, curves, out)
+    captions = draw_all(study, curves, out)
     fits = study_json(study, title)
     fits["setup_comparison"] = jsonable(setup_comparison(study, fits))
-    fits["figures"] = {file: CAPTIONS[file] for file, _ in FIGURES}
+    fits["figures"] = captions
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
     blocks = build_blocks(fits, title)
     (out / "report.md").write_text(to_markdown(blocks))

@@ -1,10 +1,12 @@
 """Every fit a report shows, per group of finished runs, and their JSON form (fits.json).
 
-Per group (runs sharing e.g. family, setup and variant): Approach 3 with bootstrap intervals
-and the allocation table at the study's budgets, Approach 2 (IsoFLOP parabolas, budget by
-budget), L(C) on the loss frontier, Q(C) on each downstream metric's frontier, and the
-extrapolation check. A fit that refuses is kept as a ``Refusal`` ("<Type>: <why>"), never
-dropped, so figures and tables can say why it is missing.
+Per group (runs sharing e.g. family, setup and variant): Approach 3 with bootstrap intervals,
+which of its parameters the data pin down, and the allocation table at the study's budgets (none
+from a fit that is not identified), Approach 2 (IsoFLOP parabolas budget by budget, vertices
+weighted by their uncertainty), L(C) on the loss frontier, each downstream metric at the
+lowest-loss run of every budget with its Wilson interval and the Q(C) trend it can or cannot
+carry, and the extrapolation check. A fit that refuses is kept as a ``Refusal`` ("<Type>: <why>"),
+never dropped, so figures and tables can say why it is missing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.accuracy import CHANCE_PAIR, fit_metric_trend, wilson_interval
 from analysis.allocation import allocation_from_fit, bootstrap_allocation
-from analysis.compute_laws import compute_frontier, fit_loss_compute, fit_power_law
+from analysis.compute_laws import compute_frontier, fit_loss_compute
 from analysis.errors import FitError, TooFewPoints
 from analysis.extrapolation import holdout_check
 from analysis.fit_lnd import bootstrap_lnd, fit_lnd
 from analysis.harvest import done_runs
+from analysis.identification import describe, not_identified
 from analysis.isoflop import fit_isoflop, group_budgets, isoflop_vertex
 from analysis.reference import CUERVO_MARXER_SPEECH, LOSS_LAWS, SIMS_FIGURE1, metric_laws_for
 
@@ -55,6 +59,11 @@ def metric_name(col: str) -> str:
     return col[len("eval_"):] if col.startswith("eval_") else col
 
 
+def pairs_col(col: str) -> str:
+    """Column holding the pair count behind an ``eval_<name>`` accuracy."""
+    return "n_pairs_" + metric_name(col)
+
+
 def references_for(col: str):
     """SIMS Figure-1 laws whose metric matches the column's benchmark (case-insensitive ssc / tsc)."""
     return metric_laws_for(metric_name(col).lower())
@@ -84,6 +93,12 @@ class GroupFits:
     metric_frontiers: dict = field(default_factory=dict)
     metric_laws: dict = field(default_factory=dict)
     extrapolation: object = None
+    unidentified: list = field(default_factory=list)  # Approach-3 parameters the data do not pin down
+
+
+def identified(g: "GroupFits") -> bool:
+    """True when Approach 3 ran and every parameter is pinned down (allocation may be drawn from it)."""
+    return not refused(g.approach3) and not g.unidentified
 
 
 @dataclass
@@ -124,10 +139,23 @@ def _isoflop(runs, n_bootstrap: int, seed: int):
     if len(good) < 2:
         return profiles, Refusal(f"TooFewPoints: Approach 2 needs at least 2 budgets with an interior IsoFLOP "
                                  f"minimum; got {len(good)} of {len(profiles)}")
-    keep = runs[runs["budget"].isin(good)]
-    fit = attempt(fit_isoflop, keep["C"].to_numpy(), keep["N"].to_numpy(), keep["L"].to_numpy(),
-                  n_bootstrap=n_bootstrap, seed=seed, budget_rtol=BUDGET_RTOL)
+    # the full fit leaves the refused budgets out itself and names them
+    fit = attempt(fit_isoflop, runs["C"].to_numpy(), runs["N"].to_numpy(), runs["L"].to_numpy(),
+                  n_bootstrap=n_bootstrap, seed=seed, budget_rtol=BUDGET_RTOL, skip_refused=True)
     return profiles, fit
+
+
+def metric_points(runs, col: str, frontier_index) -> dict:
+    """The accuracy of each budget's lowest-loss run (not the best accuracy, which would pick a point
+    for its own noise), with its pair count and 95 % Wilson interval; budgets whose run lacks it drop."""
+    idx = np.asarray(frontier_index, dtype=int)
+    vals = runs[col].to_numpy(float)[idx]
+    ncol = pairs_col(col)
+    n = runs[ncol].to_numpy(float)[idx] if ncol in runs.columns else np.full(idx.size, np.nan)
+    ok = np.isfinite(vals)
+    lo, hi = wilson_interval(vals[ok], n[ok])
+    return {"flops": runs["C"].to_numpy(float)[idx][ok], "value": vals[ok], "n": n[ok], "lo": lo, "hi": hi,
+            "keys": [runs["key"].iloc[i] for i in idx[ok]], "chance": CHANCE_PAIR}
 
 
 def fit_group(label: str, keys: dict, runs, budgets, metric_cols, n_bootstrap: int = 200, seed: int = 0,
@@ -139,9 +167,13 @@ def fit_group(label: str, keys: dict, runs, budgets, metric_cols, n_bootstrap: i
     if not refused(g.approach3):
         g.bootstrap = (attempt(bootstrap_lnd, N, D, L, fit=g.approach3, n_resamples=n_bootstrap, seed=seed)
                        if n_bootstrap > 0 else None)
+        ivs = g.bootstrap.intervals if g.bootstrap is not None and not refused(g.bootstrap) else None
+        g.unidentified = not_identified(g.approach3.to_dict(), ivs, float(L.min()))
         top = float(budgets.max()) if len(budgets) else float(C.max())
         table_flops = np.concatenate([budgets, top * np.asarray(EXTRAPOLATE_BUDGETS)])
-        g.allocation = attempt(_allocation_table, g.approach3, g.bootstrap, table_flops)
+        g.allocation = (attempt(_allocation_table, g.approach3, g.bootstrap, table_flops) if identified(g) else
+                        Refusal(f"NotIdentified: the data do not pin down {describe(g.unidentified)}; no "
+                                f"allocation is drawn from this fit"))
     g.profiles, g.approach2 = _isoflop(runs, n_bootstrap, seed) if len(runs) else ([], Refusal(
         "TooFewPoints: no finished runs"))
     if len(runs):
@@ -151,13 +183,12 @@ def fit_group(label: str, keys: dict, runs, budgets, metric_cols, n_bootstrap: i
     else:
         g.loss_law = Refusal("TooFewPoints: no finished runs")
     for col in metric_cols:
-        vals = runs[col].to_numpy(float)
-        if not np.isfinite(vals).any():
+        if g.frontier is None or not np.isfinite(runs[col].to_numpy(float)).any():
             g.metric_laws[col] = Refusal(f"TooFewPoints: no run of this group reports {col}")
             continue
-        mc, mv, _ = compute_frontier(C, vals, True, BUDGET_RTOL)
-        g.metric_frontiers[col] = {"flops": mc, "value": mv}
-        g.metric_laws[col] = attempt(fit_power_law, mc, mv)
+        pts = metric_points(runs, col, g.frontier["index"])
+        g.metric_frontiers[col] = pts
+        g.metric_laws[col] = attempt(fit_metric_trend, pts["flops"], pts["value"], pts["n"], pts["chance"])
     if extrapolation:
         g.extrapolation = attempt(holdout_check, N, D, L, C, keys=runs["key"].tolist(), budget_rtol=BUDGET_RTOL) \
             if len(runs) else Refusal("TooFewPoints: no finished runs")
@@ -230,7 +261,7 @@ def jsonable(x):
 def _approach3_json(g: GroupFits):
     if refused(g.approach3):
         return g.approach3.to_dict()
-    out = g.approach3.to_dict()
+    out = {**g.approach3.to_dict(), "not_identified": g.unidentified}
     if g.bootstrap is None:
         out.update(intervals={}, n_bootstrap=0, n_bootstrap_failed=0)
     elif refused(g.bootstrap):
@@ -274,6 +305,10 @@ def group_json(g: GroupFits, budgets) -> dict:
                       "keys": [g.runs["key"].iloc[i] for i in g.frontier["index"]]} if g.frontier else None),
         "loss_compute": g.loss_law,
         "metric_laws": {metric_name(c): law for c, law in g.metric_laws.items()},
+        "metric_points": {metric_name(c): [{"flops": f, "accuracy": v, "n_pairs": n, "p2.5": lo, "p97.5": hi, "key": k}
+                                           for f, v, n, lo, hi, k in zip(p["flops"], p["value"], p["n"], p["lo"],
+                                                                          p["hi"], p["keys"])]
+                          for c, p in g.metric_frontiers.items()},
         "extrapolation": g.extrapolation if g.extrapolation is not None else {"error": "not run (disabled)"},
     })
 
@@ -297,6 +332,11 @@ def comparisons(study: StudyFits) -> list[dict]:
             fits = [gs[i], gs[j]]
             if any(refused(g.approach3) for g in fits):
                 entry["error"] = "an Approach-3 fit refused; nothing to compare"
+                out.append(jsonable(entry))
+                continue
+            if not all(identified(g) for g in fits):
+                entry["error"] = ("NotIdentified: Approach 3 does not pin down its parameters in "
+                                  + " and ".join(g.label for g in fits if g.unidentified) + " (see its section)")
                 out.append(jsonable(entry))
                 continue
             entry["a"] = [g.approach3.a for g in fits]
@@ -326,8 +366,8 @@ def references_json(metric_cols) -> dict:
                    "b": law.b, "source": law.source, "n_convention": law.n_convention}
             for name, law in LOSS_LAWS.items()}
     names = {metric_name(c).lower() for c in metric_cols}
-    metric = [{"name": m.name, "metric": m.metric, "setup": m.setup, "k": m.k, "gamma": m.gamma, "source": m.source}
-              for m in SIMS_FIGURE1 if m.metric in names]
+    metric = [{"name": m.name, "metric": m.metric, "setup": m.setup, "k": m.k, "gamma": m.gamma, "source": m.source,
+               "flops_range": list(m.flops_range)} for m in SIMS_FIGURE1 if m.metric in names]
     return {"loss_laws": loss, "textless_reference": CUERVO_MARXER_SPEECH.name, "metric_laws": metric}
 
 

@@ -375,12 +375,13 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
     last_loss = float(last_loss)
     wall = wall_before + (time.time() - t_start)
     final = evaluate_streams()
-    scores = {}
+    scores, n_pairs = {}, {}
     model.eval()
     with sharding.gathered(core), standard_forward(lm):
         for b in ev.benchmarks:
             pairs = read_pairs(b.manifest, spec.data.units)
             scores[b.name] = pair_accuracy(lm, vocab, pairs, b.prompt_marker, device)
+            n_pairs[b.name] = len(pairs)   # the accuracy's sample size: its interval needs it
     full = sharding.full_state_dict(core) if sharded else None  # collective: before rank 0 writes
     if acc.is_main_process:
         end_line = {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time(), **final,
@@ -402,7 +403,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             "flops": tokens_done * fpt, "flops_convention": spec.flops_convention,
             "cost_flops": spec.cost_flops, "steps": step, "loss": last_loss,
             "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
-            "eval": scores, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
+            "eval": scores, "eval_n": n_pairs, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
             "device": str(device), "precision": acc.mixed_precision, "world_size": world, "sharded": sharded,
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,

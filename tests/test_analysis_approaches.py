@@ -49,12 +49,12 @@ def test_isoflop_recovers_the_n_opt_exponent():
 def test_isoflop_bootstrap_interval_covers_the_exponent():
     C, N, L = isoflop_runs(noise=0.002, seed=4)
     fit = fit_isoflop(C, N, L, n_bootstrap=100, seed=1)
-    iv = fit.intervals["a"]
+    iv = fit.bootstrap_intervals["a"]
     assert fit.n_bootstrap == 100
     assert fit.n_bootstrap - fit.n_bootstrap_failed >= 50
     assert iv["p2.5"] <= iv["p10"] <= iv["p90"] <= iv["p97.5"]
     assert iv["p2.5"] - 0.01 <= A_TRUE <= iv["p97.5"] + 0.01
-    assert set(fit.intervals) == {"a", "b", "k"}
+    assert set(fit.bootstrap_intervals) == {"a", "b", "k"} == set(fit.intervals)
 
 
 def training_curves():

@@ -116,3 +116,22 @@ def test_harvest_keeps_every_result_field(study):
     for col in ("tokens_budget", "cost_flops", "steps", "flops_convention", "params_new_row_params",
                 "params_vocab_rows"):
         assert col in frame.columns
+
+
+def test_pair_counts_come_from_the_manifest_or_eval_n(tmp_path):
+    manifest = tmp_path / "swuggy.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "positive": "a", "negative": "b"}) + "\n" for i in range(37)) + "\n")
+    a = make_run(tmp_path / "runs", "s", "a", 1e8, 2e9)
+    b = make_run(tmp_path / "runs", "s", "b", 2e8, 2e9)
+    for d in (a, b):
+        spec = json.loads((d / "spec.json").read_text())
+        spec["eval"] = {"benchmarks": [{"name": "swuggy", "manifest": str(manifest)},
+                                       {"name": "ssc", "manifest": str(tmp_path / "gone.jsonl")}]}
+        (d / "spec.json").write_text(json.dumps(spec))
+    res = json.loads((b / "result.json").read_text())
+    res["eval_n"] = {"swuggy": 500}
+    (b / "result.json").write_text(json.dumps(res))
+    frame = harvest_results(tmp_path / "runs", "s").set_index("key")
+    assert frame.loc["a", "n_pairs_swuggy"] == 37  # one pair per non-blank line
+    assert frame.loc["b", "n_pairs_swuggy"] == 500  # recorded with the score: wins
+    assert np.isnan(frame.loc["a", "n_pairs_ssc"])  # manifest gone: unknown, no interval

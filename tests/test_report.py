@@ -147,7 +147,7 @@ def test_groups_are_compared_side_by_side(sample):
     assert setup[0]["tokens_per_param"][0] < setup[0]["tokens_per_param"][1]
     md = sample["md"]
     assert "| qwen2.5 / interleaved |" in md and "| cuervo_marxer_speech (published) |" in md
-    assert "SIMS Fig. 1 interleaved (published)" in md
+    assert "SIMS Fig. 1 interleaved (published; fitted on about 2e18-7e20 FLOPs; drawn in metrics.png)" in md
 
 
 def test_refused_fits_are_recorded_listed_and_noted(sample):
