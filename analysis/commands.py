@@ -15,6 +15,7 @@ from analysis.errors import InputError
 from analysis.fit_lnd import bootstrap_lnd, fit_lnd
 from analysis.fitcsv import fit_points_csv as fit_csv
 from analysis.harvest import done_runs, harvest_curves, harvest_results
+from analysis.identification import describe, not_identified
 from analysis.recommendation import recommend_at_budget
 from analysis.report import report_files, write_report
 from analysis.study_fits import group_label
@@ -107,6 +108,11 @@ def recommend(study_dir: Path, budget: float, members: list[dict], params_col: s
             boot = bootstrap_lnd(N, D, L, fit=fit, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else None
         except ValueError as err:  # FitError and friends: record why this group has no answer
             out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "error": f"{type(err).__name__}: {err}"}
+            continue
+        unpinned = not_identified(fit.to_dict(), boot.intervals if boot else None, float(L.min()))
+        if unpinned:  # the report's rule: no allocation is drawn from a fit the data do not pin down
+            out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "not_identified": unpinned,
+                                    "error": f"NotIdentified: the data do not pin down {describe(unpinned)}"}
             continue
         rec = recommend_at_budget(fit, float(budget), members, params_col, boot.samples if boot else None)
         out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "a": fit.a, "b": fit.b, **rec}

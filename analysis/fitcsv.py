@@ -28,14 +28,14 @@ def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens"
     import pandas as pd
 
     path = Path(path)
+    need = [params_col, tokens_col, loss_col] + ([flops_col] if flops_col else [])
     if not path.is_file():
-        raise InputError(f"{path}: no such file (expected a CSV with columns {params_col},{tokens_col},{loss_col})")
+        raise InputError(f"{path}: no such file (expected a CSV with columns {','.join(need)})")
     try:
         frame = pd.read_csv(path)
     except Exception as err:  # pandas raises several types for malformed text
         raise InputError(f"{path}: not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    need = [params_col, tokens_col, loss_col] + ([flops_col] if flops_col else [])
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(need)} "

@@ -113,8 +113,10 @@ def isoflop_vertex(params, loss, flops: float, window: float | None = None) -> I
         )
     xv = -c1 / (2 * c2)
     if not x.min() <= xv <= x.max():
+        with np.errstate(over="ignore"):  # a nearly flat parabola's vertex can sit beyond exp's range
+            n_v = np.exp(xv)
         raise NoInteriorMinimum(
-            f"IsoFLOP vertex at C={flops:.3g} is N={np.exp(xv):.3g}, outside the sampled range "
+            f"IsoFLOP vertex at C={flops:.3g} is N={n_v:.3g}, outside the sampled range "
             f"[{N.min():.3g}, {N.max():.3g}]; add model sizes on that side"
         )
     design_inv = np.linalg.pinv(V.T @ V)
