@@ -23,7 +23,7 @@ difference weighted - equal (with its standard error), the spread and rmse of a,
 of the 95 % intervals of both regressions; then the same with the windowed parabolas (``window=4``).
 The last line printed is one JSON object.
 
-Run from the repo root: .venv/bin/python bench/approach2_weighting.py [--seeds 2000] (about 2 min)
+Run from the repo root: .venv/bin/python bench/approach2_weighting.py [--seeds 2000] (about 1 min)
 """
 
 from __future__ import annotations
