@@ -139,6 +139,42 @@ def test_weighted_approach2_is_tighter_and_covers_on_offcentre_grids():
     assert 0.9 <= np.mean(cover) <= 0.99
 
 
+def fixed_ladder_runs(seed, noise=0.0075):
+    """One ladder of eight sizes 3e7..4e9 for every budget 1e18..1e21 (0-2 rungs skipped at random),
+    under Chinchilla's law (a = 0.28/0.62): N_opt crosses the ladder, so the grids are off-centre in a
+    C-correlated way, as in bench/approach2_weighting.py."""
+    rng = np.random.default_rng(seed)
+    E, A, B, al, be = 1.69, 406.4, 410.7, 0.34, 0.28
+    ladder = np.geomspace(3e7, 4e9, 8)
+    C, N, L = [], [], []
+    for c in np.geomspace(1e18, 1e21, 7):
+        sizes = np.delete(ladder, rng.choice(ladder.size, size=int(rng.integers(0, 3)), replace=False))
+        C += [c] * sizes.size
+        N += list(sizes)
+        L += list((E + A / sizes**al + B / (c / (6 * sizes)) ** be) * np.exp(rng.normal(0, noise, sizes.size)))
+    return be / (al + be), np.array(C), np.array(N), np.array(L)
+
+
+def test_weighted_approach2_has_less_bias_on_a_fixed_ladder():
+    # the parabola pulls each vertex toward its grid's centre; on a fixed ladder that pull is
+    # correlated with C and biases the equal-weight slope low; the weights count the off-centre,
+    # flat vertices less
+    a_w, a_e, cover = [], [], []
+    for seed in range(100):
+        a_true, C, N, L = fixed_ladder_runs(seed)
+        w = fit_isoflop(C, N, L, skip_refused=True)
+        e = fit_isoflop(C, N, L, skip_refused=True, weighted=False)
+        a_w.append(w.a)
+        a_e.append(e.a)
+        cover.append(w.intervals["a"]["p2.5"] <= a_true <= w.intervals["a"]["p97.5"])
+    a_w, a_e = np.array(a_w), np.array(a_e)
+    print(f"fixed ladder, {len(cover)} studies: weighted a bias {a_w.mean() - a_true:+.4f} sd {a_w.std():.4f}; "
+          f"equal-weight bias {a_e.mean() - a_true:+.4f} sd {a_e.std():.4f}; weighted 95% coverage {np.mean(cover):.3f}")
+    assert abs(a_w.mean() - a_true) < abs(a_e.mean() - a_true) - 0.005
+    assert a_w.std() < a_e.std()
+    assert 0.88 <= np.mean(cover) <= 0.99
+
+
 def test_weighted_regression_is_the_brute_force_weighted_least_squares():
     a_true, C, N, L = offcentre_runs(3)
     fit = fit_isoflop(C, N, L, skip_refused=True)
