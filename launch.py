@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from common.errors import InputError
+
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from sweeps.plan import cell_rows, format_plan, make_plan
@@ -358,17 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from scaling.errors import InputError
-
-    user_errors: tuple[type[BaseException], ...] = (InputError,)
-    try:
-        from analysis.errors import InputError as AnalysisInputError
-        user_errors += (AnalysisInputError,)
-    except ImportError:
-        pass
     try:
         code = args.func(args)
-    except user_errors as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

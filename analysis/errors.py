@@ -7,6 +7,11 @@ callers that only know the builtin still catch them.
 
 from __future__ import annotations
 
+from common.errors import InputError  # bad input files: the one class every package raises
+
+__all__ = ["FitError", "TooFewPoints", "OneModelSize", "OneDataSize", "NoInteriorMinimum", "NonFiniteLoss",
+           "NonPositiveInput", "InputError", "NotIdentified"]
+
 
 class FitError(ValueError):
     """A fit refused to run or to return a result; the message says why."""
@@ -34,10 +39,6 @@ class NonFiniteLoss(FitError):
 
 class NonPositiveInput(FitError):
     """A parameter count, token count or FLOP value is not a finite positive number."""
-
-
-class InputError(ValueError):
-    """An input file is unreadable or does not match the expected layout."""
 
 
 class NotIdentified(FitError):

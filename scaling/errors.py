@@ -1,5 +1,5 @@
-"""Errors a user can cause: the command line prints them as one line and exits with code 2."""
+"""Errors a user can cause: the command line prints them as one line and exits with code 2 (the class
+lives in the shared leaf package, so the torch-free analysis raises the same one)."""
+from common.errors import InputError
 
-
-class InputError(ValueError):
-    """Bad user input (study file, data file, flag). The message is one line naming the input."""
+__all__ = ["InputError"]

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import ce_kernel
-from .memory import ROW_ALIGN, chunk_tokens
+from .head_chunks import ROW_ALIGN, chunk_tokens
 
 IGNORE = -100
 
@@ -49,8 +49,8 @@ def _chunk_fn(compiled: bool):
 
 
 # ROW_ALIGN: head rows padded to this in the matmul copy: 152,438 rows (Qwen2.5 + 502) are not 16-byte
-# aligned, which keeps cuBLAS off its fastest Hopper kernels. It and chunk_tokens live in scaling.memory
-# (no torch there), which estimates what they allocate.
+# aligned, which keeps cuBLAS off its fastest Hopper kernels. It and chunk_tokens live in scaling.head_chunks
+# (no torch there), which the memory planner reads too.
 
 
 def _head_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -63,19 +63,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from .head_chunks import ROW_ALIGN, chunk_tokens
+
 GIB = 1 << 30
 USABLE = 0.9           # share of a GPU's memory a cell may plan to use (CUDA context, NCCL, fragmentation)
-ROW_ALIGN = 128        # head rows are padded to this in the fused head's matmul copy (scaling.linear_ce)
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 MAX_GPUS = 1 << 16     # search bound for gpus_needed
-
-
-def chunk_tokens(vocab: int, budget_bytes: int = 4 << 30) -> int:
-    """Tokens per chunk of the fused head + loss (scaling.linear_ce): a power of two in [1024, 16384] with
-    chunk x vocab x 4 bytes (logits and their gradient in bf16) within `budget_bytes`. Big chunks keep
-    the head matmuls efficient. Here, not in linear_ce, because the planner must not import torch."""
-    fit = 1 << max(0, (budget_bytes // (4 * vocab)).bit_length() - 1)
-    return min(16384, max(1024, fit))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from scaling.errors import InputError
 from scaling.flops import CONVENTIONS
 from scaling.typed_config import ConfigError, bounded, from_dict
 
+from .gpus import PEAK_TFLOPS
+
 FlopConvention = Literal["6ND", "6ND_nonembedding", "6ND_attention"]
 assert set(FlopConvention.__args__) == set(CONVENTIONS)
 
@@ -126,8 +128,6 @@ class ExecutorConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def check(self, path: str) -> None:
-        from .cost import PEAK_TFLOPS
-
         if self.peak_tflops is None and self.gpu_type.lower() not in PEAK_TFLOPS:
             raise ConfigError(f"{path}.gpu_type", f"expected one of {', '.join(PEAK_TFLOPS)} "
                                                   f"(or set peak_tflops), got {self.gpu_type!r}")

@@ -13,7 +13,7 @@ import yaml
 
 from scaling import memory
 from scaling.catalog import find_member
-from scaling.memory import ROW_ALIGN
+from scaling.head_chunks import ROW_ALIGN
 from scaling.lm_step import LossModel, decoder_blocks
 from scaling.memory import GIB, ModelShape, Workload, estimate, gpus_needed, needs_sharding, plan_at
 from scaling.params import count_params
