@@ -39,8 +39,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if not args.cell:
             raise StudyError(f"{target}: not a run directory; give a study file with --cell KEY")
+        from sweeps.preflight import preflight
+
         study = load_study(target, root=args.root)
-        run_dir = ensure_run_dir(study, select(expand(study), args.cell))
+        cell = select(expand(study), args.cell)
+        preflight(study, [cell])  # before the run dir exists
+        run_dir = ensure_run_dir(study, cell)
     status = train_cell(run_dir)
     print(f"{status}: {run_dir}")
     return 0 if status == "DONE" else 3

@@ -27,6 +27,7 @@ from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
+from .preflight import check_cell
 from .schedule import lr_at, step_geometry, warmup_steps
 from .spec import RunSpec
 from .vocab import build_vocab
@@ -115,6 +116,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
 
     run_dir = Path(run_dir)
     spec = RunSpec.load(run_dir / "spec.json")
+    check_cell(spec)  # issue 16: a missing or malformed input is one line before anything is written
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
     main = acc.is_main_process

@@ -29,6 +29,7 @@ from . import scheduler
 from .cell_job import CellJob
 from .cost import cell_allocation
 from .grid import expand
+from .preflight import preflight
 from .rundirs import ensure_run_dir
 from .study import Study, StudyError
 
@@ -238,6 +239,7 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
     study = dataclasses.replace(study, root=str(Path(study.root).resolve()))
     study.source = source  # not an init field: replace() drops it
     cells = expand(study)
+    preflight(study, cells)  # issue 16: bad data is one line before any run dir or job exists
     report = SubmitReport(decisions=decide(study, [c.key for c in cells], kind))
     todo = {d.key for d in report.decisions if d.action == "submit"}
     if dry_run or not todo:

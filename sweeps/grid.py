@@ -155,11 +155,19 @@ def _abs(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     return str(candidate.resolve()) if candidate.exists() or "/" not in path or path.startswith(".") else path
 
 
+def _file(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
+    """A data file or folder relative to the study file, made absolute (it is never an HF id, so a
+    missing one stays a path the preflight names)."""
+    if path is None or base_dir is None or Path(path).expanduser().is_absolute():
+        return path
+    return str((base_dir / Path(path).expanduser()).resolve())
+
+
 def _resolve_paths(data: DataConfig, ev: EvalConfig, base_dir: Optional[Path]) -> tuple[DataConfig, EvalConfig]:
-    corpora = [dataclasses.replace(c, path=_abs(c.path, base_dir), alignments=_abs(c.alignments, base_dir))
+    corpora = [dataclasses.replace(c, path=_file(c.path, base_dir), alignments=_file(c.alignments, base_dir))
                for c in data.corpora]
-    benchmarks = [dataclasses.replace(b, manifest=_abs(b.manifest, base_dir)) for b in ev.benchmarks]
-    return (dataclasses.replace(data, corpora=corpora, cache_dir=_abs(data.cache_dir, base_dir)),
+    benchmarks = [dataclasses.replace(b, manifest=_file(b.manifest, base_dir)) for b in ev.benchmarks]
+    return (dataclasses.replace(data, corpora=corpora, cache_dir=_file(data.cache_dir, base_dir)),
             dataclasses.replace(ev, benchmarks=benchmarks))
 
 

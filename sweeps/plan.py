@@ -12,6 +12,7 @@ from scaling.spec import RunSpec
 from .cost import CostBasis, cell_allocation, estimate, gpu_memory_bytes
 from .grid import expand, load_tuned_law, tuned_fields, variants
 from .keys import short_count
+from .preflight import preflight
 from .table import format_table
 from .study import Study
 
@@ -38,6 +39,7 @@ class Plan:
 
 def make_plan(study: Study) -> Plan:
     cells = expand(study)
+    preflight(study, cells)  # a missing or malformed data file is found before anything is planned
     hours, basis = estimate(study, cells)
     fields = tuple(sorted({f for v in variants(study) for f in tuned_fields(v.training)}))
     tuned = load_tuned_law(study) if fields else None
