@@ -179,14 +179,20 @@ def cell_inputs(spec: RunSpec, base_dir: Optional[Path] = None) -> list[Input]:
     for i, b in enumerate(spec.eval.benchmarks):
         out.append(Input("manifest", f"eval.benchmarks[{i}].manifest", b.manifest, units=data.units,
                          speech_only=spec.setup == "textless"))
-    if spec.setup != "textless":
-        tok = spec.tokenizer or spec.weights
-        if tok:
-            out.append(Input("tokenizer", f"families.{spec.family}.tokenizer", tok, read=is_local(tok, base_dir)))
+    if spec.setup != "textless" and (spec.tokenizer or spec.weights):
+        out.append(_folder("tokenizer", f"families.{spec.family}.tokenizer", spec.tokenizer or spec.weights, base_dir))
     if spec.init == "textlm" and spec.weights:
-        out.append(Input("weights", f"families.{spec.family}.weights", spec.weights,
-                         read=is_local(spec.weights, base_dir)))
+        out.append(_folder("weights", f"families.{spec.family}.weights", spec.weights, base_dir))
     return out
+
+
+def _folder(kind: str, where: str, source: str, base_dir: Optional[Path]) -> Input:
+    """A tokenizer or weights folder: local ones are read (relative to the study file), HF ids looked up."""
+    local = is_local(source, base_dir)
+    path = Path(source).expanduser()
+    if local and not path.is_absolute() and base_dir is not None and not path.exists():
+        path = (base_dir / path).resolve()
+    return Input(kind, where, str(path) if local else source, read=local)
 
 
 def check_cell(spec: RunSpec) -> None:
