@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -44,10 +43,6 @@ class Input:
             _CHECKS[self.kind](self)
         except InputError as e:
             raise InputError(f"{self.where}: {e}") from None
-
-
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def is_local(source: str, base_dir: Optional[Path] = None) -> bool:
@@ -113,8 +108,7 @@ def _check_manifest(item: Input) -> None:
 
 def _check_tokenizer(item: Input) -> None:
     folder = Path(item.path).expanduser()
-    if not item.read:  # an HF id: only the local cache can be checked (offline), the hub is asked later
-        _check_cached(item.path, "tokenizer_config.json", "tokenizer")
+    if not item.read:  # an HF id: the hub (or its cache) is asked when the cell builds its vocabulary
         return
     if not folder.is_dir():
         raise InputError(f"{folder}: no such tokenizer folder")
@@ -131,8 +125,7 @@ def _check_tokenizer(item: Input) -> None:
 
 def _check_weights(item: Input) -> None:
     folder = Path(item.path).expanduser()
-    if not item.read:
-        _check_cached(item.path, "config.json", "TextLM weights")
+    if not item.read:  # an HF id: loaded from the hub (or its cache) when the cell starts
         return
     if not folder.is_dir():
         raise InputError(f"{folder}: no such weights folder (init: textlm loads the TextLM from it)")
@@ -141,16 +134,6 @@ def _check_weights(item: Input) -> None:
     if not (folder / GGUF_MARKER).is_file() and not any(
             f.name.endswith(WEIGHT_SUFFIXES) for f in folder.iterdir() if f.is_file()):
         raise InputError(f"{folder}: no weight files; expected *.safetensors or *.bin (init: textlm)")
-
-
-def _check_cached(repo_id: str, filename: str, what: str) -> None:
-    if not _hf_offline():
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(repo_id, filename), str):
-        raise InputError(f"{repo_id!r}: {what} not in the Hugging Face cache and HF_HUB_OFFLINE is set "
-                         "(or no such local folder)")
 
 
 _CHECKS = {"corpus": _check_corpus, "alignments": _check_alignments, "exists": _check_exists,

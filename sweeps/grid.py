@@ -21,7 +21,7 @@ from scaling.spec import RunSpec
 from scaling.typed_config import from_dict
 from scaling.vocab import vocab_rows
 
-from .keys import KeyHasher
+from .keys import KeyHasher, read_data
 from .study import Family, Study, StudyError
 
 _OVERRIDABLE = ("data", "training", "eval", "init", "setup")
@@ -224,7 +224,25 @@ def expand(study: Study) -> list[RunSpec]:
     `lr: tuned` / `batch_tokens: tuned` are resolved per cell from <study dir>/tuned.json before the cell
     key is hashed, so a key reflects the value the cell trains with (and equals the key of the same cell
     with that value written out)."""
+    return expand_counted(study)[0]
+
+
+@dataclass
+class VariantCount:
+    """Cells a variant (None: the base study) gives, and how many of them an earlier variant already
+    gave (the same key: it overrides nothing those cells read); planned once."""
+    cells: int = 0
+    repeated: int = 0
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.cells > 0 and self.repeated == self.cells
+
+
+def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], VariantCount]]:
+    """`expand`'s cells and, per variant, how many cells it gave and how many repeated earlier ones."""
     families = resolve_families(study)
+    per_variant: dict[Optional[str], VariantCount] = {}
     convention = study.grid.flops_convention
     tracking = dataclasses.asdict(study.tracking)
     tracking["experiment"] = tracking["experiment"] or study.name
@@ -235,11 +253,11 @@ def expand(study: Study) -> list[RunSpec]:
         data, training = variant.data, variant.training
         shared = {"data": dataclasses.asdict(data), "training": hashed_training(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
-        hasher = KeyHasher(shared)
+        count_v = per_variant.setdefault(variant.name, VariantCount())
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
         if tuned_fields(training) and tuned_doc is None:
             tuned_doc = load_tuned_law(study, f"{tuned_where}.{tuned_fields(training)[0]}")
-        hashers: dict[tuple, tuple[TrainingConfig, KeyHasher]] = {}
+        hashers: dict[tuple, KeyHasher] = {}   # per (setup reads, resolved training)
         base_dir = Path(study.source).parent if study.source else None
         run_data, run_eval = _resolve_paths(data, variant.eval, base_dir)
         ctx = training.context
@@ -263,20 +281,25 @@ def expand(study: Study) -> list[RunSpec]:
                     if init == "textlm" and member.source == "ladder":
                         raise StudyError(f"{study.source}: families.{rf.name}: init textlm needs TextLM weights, "
                                          "a ladder has none")
-                    cell_training, cell_hasher = training, hasher
+                    cell_training = training
                     if tuned_fields(training):
-                        resolved = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
-                        sig = (resolved.lr, resolved.min_lr, resolved.batch_tokens)
-                        if sig not in hashers:
-                            hashers[sig] = (resolved, KeyHasher({**shared, "training": hashed_training(resolved)}))
-                        cell_training, cell_hasher = hashers[sig]
+                        cell_training = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
+                    sig = (setup == "textless", cell_training.lr, cell_training.min_lr, cell_training.batch_tokens)
+                    if sig not in hashers:
+                        hashers[sig] = KeyHasher({**shared, "data": read_data(setup, shared["data"]),
+                                                  "training": hashed_training(cell_training)})
+                    cell_hasher = hashers[sig]
                     for tokens in _budgets(study, counts, fpt):
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
                                   "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
                                   "tokens": tokens}
+                        if setup == "textless":
+                            del fields["tokenizer"]  # a textless vocabulary is the units alone
                         key = cell_hasher.key(rf.name, member.name, tokens, fields)
+                        count_v.cells += 1
                         if key in seen:
-                            continue  # e.g. a variant that overrides nothing this cell depends on
+                            count_v.repeated += 1
+                            continue  # a variant that overrides nothing this cell reads: planned once
                         seen[key] = key
                         cells.append(RunSpec(
                             key=key, study=study.name, family=rf.name, member=member.name, setup=setup,
@@ -289,4 +312,4 @@ def expand(study: Study) -> list[RunSpec]:
     if not cells:
         raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "
                          "min/max_tokens_per_param (or no budget gives a whole token)")
-    return cells
+    return cells, per_variant

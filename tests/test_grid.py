@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.grid import expand
-from sweeps.plan import make_plan
+from sweeps.grid import expand, expand_counted
+from sweeps.plan import format_plan, make_plan
 from sweeps.study import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,7 @@ def test_textless_twin_and_variants():
 def test_variants_cross_the_grid(tmp_path):
     data = sims_data()
     data["families"] = {"qwen2.5": {"members": ["0.5B", "1.5B"]}}
+    data["data"]["corpora"] = [{"path": "stories.jsonl", "format": "units", "synthetic": True}]
     data["grid"]["variants"] = {"no-synth": {"data.use_synthetic": False},
                                 "random-init": {"init": "random"},
                                 "no-interleave": {"data.interleave.method": "none", "training.lr": 1e-3}}
@@ -112,6 +113,29 @@ def test_variants_cross_the_grid(tmp_path):
     assert all(c.data.interleave.method == "none" and c.training.lr == 1e-3 for c in by["no-interleave"])
     assert all(c.data.use_synthetic and c.init == "textlm" for c in base)
     assert len({c.key for c in cells}) == len(cells)
+
+
+def test_twins_hash_only_what_they_read_and_a_variant_that_changes_nothing_is_named(tmp_path):
+    """Issue 16 item 5: an interleaving ablation gives new interleaved cells but the same textless twins
+    (planned once), and `no-synth` with no synthetic corpus changes nothing; `plan` says both."""
+    data = yaml.safe_load(TINY.read_text())
+    (tmp_path / "tiny-data").symlink_to(TINY.parent / "tiny-data")
+    data["grid"]["variants"] = {"span4": {"data.interleave.span": 4, "data.mix.text": 0.3,
+                                          "data.mix.interleaved": 0.45},
+                                "no-synth": {"data.use_synthetic": False}}
+    study = study_from(data, tmp_path)
+    base = [c for c in expand(load_study(TINY))]
+    cells, per_variant = expand_counted(study)
+    assert len(cells) == len({c.key for c in cells}) == len(base) + len(base) // 2
+    twins = [c.key for c in cells if c.setup == "textless"]
+    assert len(twins) == len(base) // 2 and all(c.variant is None for c in cells if c.setup == "textless")
+    assert {c.key for c in cells if c.variant is None} == {c.key for c in base}
+    assert per_variant["span4"].repeated == len(base) // 2 and not per_variant["span4"].changes_nothing
+    assert per_variant["no-synth"].changes_nothing and per_variant[None].repeated == 0
+    text = format_plan(make_plan(study))
+    assert "variant no-synth: changes nothing a cell reads" in text
+    assert "variant span4: 6 of its 12 cells equal earlier cells" in text
+    assert f"\n{len(cells)} cells," in text
 
 
 def _write_qwen_folder(folder: Path):
