@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from transformers.utils.logging import disable_progress_bar
 
 from . import checkpoint, rundir, sharding
 from .data import prepare
@@ -108,6 +109,9 @@ def _auto(value, cuda: bool) -> bool:
     return cuda if value == "auto" else bool(value)
 
 
+PRECISION_NAME = {"no": "fp32"}  # issue 16: accelerate calls full precision "no"; result.json says fp32
+
+
 def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None) -> str:
     """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
 
@@ -117,6 +121,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     run_dir = Path(run_dir)
     spec = RunSpec.load(run_dir / "spec.json")
     check_cell(spec)  # issue 16: a missing or malformed input is one line before anything is written
+    disable_progress_bar()  # issue 16: a cell logs lines, not transformers' tqdm bars ("Writing model shards")
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
     main = acc.is_main_process
@@ -383,7 +388,8 @@ def _train(spec: RunSpec, run_dir: Path, acc, say, mirror, stopped: dict) -> str
             "cost_flops": spec.cost_flops, "steps": step, "loss": last_loss,
             "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
             "eval": scores, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
-            "device": str(device), "precision": acc.mixed_precision, "world_size": world, "sharded": sharded,
+            "device": str(device), "precision": PRECISION_NAME.get(acc.mixed_precision, acc.mixed_precision),
+            "world_size": world, "sharded": sharded,
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }

@@ -2,7 +2,8 @@
 
 Budgets: explicit token counts; tokens per parameter (D = r x N_total); or IsoFLOP compute budgets
 (D = C / FLOPs-per-token of the member under the study's convention), optionally filtered by tokens per
-parameter (always D / N_total).
+parameter (always D / N_total). A textless twin follows grid.twin_budget: the same rule on its own N
+(`grid`), or its interleaved sibling's tokens (`tokens`) or FLOPs (`flops`).
 """
 from __future__ import annotations
 
@@ -147,6 +148,15 @@ def _budgets(study: Study, counts: ParamCounts, fpt: float) -> list[int]:
     return out
 
 
+def _twin_budgets(rule: str, sibling: tuple[list[int], float], fpt: float) -> list[int]:
+    """A textless twin's token budgets under grid.twin_budget `tokens` (its sibling's token counts) or
+    `flops` (its sibling's FLOPs at the twin's own FLOPs per token); `grid` twins use _budgets."""
+    tokens, sibling_fpt = sibling
+    if rule == "tokens":
+        return list(tokens)
+    return [max(int(round(t * sibling_fpt / fpt)), 1) for t in tokens]
+
+
 def _abs(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     """A path relative to the study file, made absolute (HF ids and absolute paths pass through)."""
     if path is None or base_dir is None or Path(path).is_absolute():
@@ -268,7 +278,8 @@ def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], Var
                 setups.append(("textless", study.grid.twin_init))
             for spec_str, member in rf.members:
                 cfg = member.config
-                for setup, init in setups:
+                sibling: tuple[list[int], float] = ([], 0.0)   # the first setup's budgets and FLOPs per token
+                for si, (setup, init) in enumerate(setups):
                     try:
                         rows, shared_rows = vocab_rows(setup, cfg["vocab_size"], data.units, data.vocab_resize,
                                                        data.pad_vocab_to, fam.tokenizer_len or member.tokenizer_len)
@@ -289,7 +300,11 @@ def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], Var
                         hashers[sig] = KeyHasher({**shared, "data": read_data(setup, shared["data"]),
                                                   "training": hashed_training(cell_training)})
                     cell_hasher = hashers[sig]
-                    for tokens in _budgets(study, counts, fpt):
+                    rule = study.grid.twin_budget if si == 1 else "grid"
+                    budgets = _budgets(study, counts, fpt) if rule == "grid" else _twin_budgets(rule, sibling, fpt)
+                    if si == 0:
+                        sibling = (budgets, fpt)
+                    for tokens in budgets:
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
                                   "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
                                   "tokens": tokens}

@@ -68,14 +68,16 @@ def _gpus_text(alloc: Optional[Allocation]) -> str:
 
 
 def member_sizes(study: Study) -> list[dict]:
-    """Each family member's parameter counts in the study's setup (for `recommend`)."""
+    """Each member's parameter counts per (family, setup, variant) group, as its cells count them: the
+    groups `recommend` fits (a textless twin has its own vocabulary, so its own count)."""
     seen, out = set(), []
     for c in expand(study):
-        if (c.family, c.member, c.setup) in seen:
+        group = (c.family, c.member, c.setup, c.variant)
+        if group in seen:
             continue
-        seen.add((c.family, c.member, c.setup))
-        out.append({"family": c.family, "member": c.member, "setup": c.setup, "params_total": c.params.total,
-                    "params_nonembedding": c.params.nonembedding})
+        seen.add(group)
+        out.append({"family": c.family, "member": c.member, "setup": c.setup, "variant": c.variant,
+                    "params_total": c.params.total, "params_nonembedding": c.params.nonembedding})
     return out
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 from scaling import rundir
 from scaling.fmt import duration
+from scaling.spec import RunSpec
 
 from . import scheduler
 from .grid import expand
@@ -47,18 +48,26 @@ def _last_metrics(path: Path) -> dict:
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return {}
-    for line in reversed(lines):
+    recs = []
+    for line in lines:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
         if "loss" in rec:
-            return rec
-    return {}
+            recs.append(rec)
+    if not recs:
+        return {}
+    last = dict(recs[-1])
+    # issue 16: the last line's own rate is one (maybe partial) step's; the rate over the tail is the run's
+    first = recs[0]
+    if len(recs) > 1 and last.get("time", 0) > first.get("time", 0) and last["tokens"] > first.get("tokens", 0):
+        last["tokens_per_second"] = (last["tokens"] - first["tokens"]) / (last["time"] - first["time"])
+    return last
 
 
-def collect(study: Study) -> list[CellStatus]:
-    cells = expand(study)
+def collect(study: Study, cells: Optional[list[RunSpec]] = None) -> list[CellStatus]:
+    cells = expand(study) if cells is None else cells  # issue 16: `status --all-cells` passes others too
     rows, states = [], {}
     for c in cells:
         states[c.key] = rundir.read_state(study.study_dir / c.key) if (study.study_dir / c.key).exists() else {}
@@ -77,6 +86,9 @@ def collect(study: Study) -> list[CellStatus]:
         elif state == "RUNNING" and not alive:
             state = "LOST"             # its job is gone without a word; the next submit resumes it
         m = _last_metrics(study.study_dir / c.key / "metrics.jsonl")
+        if state == "DONE":  # issue 16: the whole run's tokens/s, as result.json has it
+            m["tokens_per_second"] = rundir.read_json(study.study_dir / c.key / "result.json", {}).get(
+                "tokens_per_second", m.get("tokens_per_second"))
         rows.append(CellStatus(c.key, state, s.get("attempts", 0), s.get("job_id"), m.get("tokens", 0),
                                c.tokens, m.get("loss"), m.get("tokens_per_second"), s.get("error")))
     return rows

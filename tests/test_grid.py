@@ -221,3 +221,38 @@ def test_plan_is_pure(tmp_path):
     data["root"] = str(tmp_path / "runs")
     make_plan(parse_study(data, "x"))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("rule", ["grid", "tokens", "flops"])
+def test_twin_budget_rule_in_a_tokens_per_param_grid(tmp_path, rule):
+    """Issue 16 item 6: grid.twin_budget decides what a twin shares with its sibling: the grid's tokens
+    per parameter on its own N (grid), the sibling's tokens, or the sibling's FLOPs."""
+    data = yaml.safe_load(TINY.read_text())
+    (tmp_path / "tiny-data").symlink_to(TINY.parent / "tiny-data")
+    data["grid"] = {"tokens_per_param": [20, 80], "textless_twin": True, "twin_budget": rule}
+    cells = expand(study_from(data, tmp_path))
+    by = {}
+    for c in cells:
+        by.setdefault((c.member, c.setup), []).append(c)
+    for (member, setup), twins in by.items():
+        if setup != "textless":
+            continue
+        sibs = sorted(by[(member, "interleaved")], key=lambda c: c.tokens)
+        twins = sorted(twins, key=lambda c: c.tokens)
+        assert len(twins) == len(sibs) == 2
+        for twin, sib in zip(twins, sibs):
+            if rule == "grid":
+                assert twin.tokens == round(sib.tokens / sib.params.total * twin.params.total)
+                assert twin.tokens_per_param == pytest.approx(sib.tokens_per_param, rel=1e-3)
+            elif rule == "tokens":
+                assert twin.tokens == sib.tokens
+            else:
+                assert twin.flops == pytest.approx(sib.flops, rel=1e-4)
+                assert twin.tokens > sib.tokens   # fewer parameters, more tokens for the same compute
+
+
+def test_twin_budget_needs_twins(tmp_path):
+    data = sims_data()
+    data["grid"]["twin_budget"] = "flops"
+    with pytest.raises(Exception, match=r"grid.twin_budget: applies to textless twins"):
+        study_from(data, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,93 @@ def _first_key(study: Path) -> str:
     from sweeps.study import load_study
 
     return expand(load_study(study))[0].key
+
+
+# ---------------------------------------------------------------- a trained tiny study (items 1, 2, 6)
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """examples/tiny.yaml trained through `submit --executor local` (about two minutes on two cores)."""
+    from sweeps.status import collect
+    from sweeps.study import load_study
+
+    folder = tmp_path_factory.mktemp("trained")
+    study_path = tiny_copy(folder, lambda d: d.update(tracking={"enabled": False}))
+    assert launch.main(["submit", str(study_path), "--executor", "local"]) == 0
+    study = load_study(study_path)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        states = {r.state for r in collect(study)}
+        if states <= {"DONE", "FAILED"}:
+            break
+        time.sleep(3)
+    assert states == {"DONE"}, states
+    return study_path
+
+
+def _plan_rows(study_path: Path) -> list[dict]:
+    from sweeps.plan import cell_rows, make_plan
+    from sweeps.study import load_study
+
+    return cell_rows(make_plan(load_study(study_path)))
+
+
+def test_recommend_names_each_groups_own_member_counts(trained, capsys):
+    """Item 1: every member `recommend` names has the parameter count `plan --json` gives it in the
+    group's own setup (the textless twin's 127k is not the interleaved d64's 145k)."""
+    sizes = {(r["family"], r["member"], r["setup"]): r["params_total"] for r in _plan_rows(trained)}
+    assert sizes[("ladder", "d64", "interleaved")] != sizes[("ladder", "d64", "textless")]
+    for budget in ("1e8", "1e11", "1e14"):
+        assert launch.main(["recommend", str(trained), "--budget", budget, "--bootstrap", "0", "--json"]) == 0
+        rec = json.loads(capsys.readouterr().out)
+        assert set(rec["groups"]) == {"ladder / interleaved", "ladder / textless"}
+        for g in rec["groups"].values():
+            (pick,) = g["members"].values()
+            assert pick["params"] == sizes[("ladder", pick["member"], g["group"]["setup"])], (budget, g["group"])
+    assert launch.main(["recommend", str(trained), "--budget", "1e14", "--bootstrap", "0"]) == 0
+    text = capsys.readouterr().out
+    assert f"d64 ({sizes[('ladder', 'd64', 'interleaved')] / 1e5:.3g}e+05 params" in text
+
+
+def test_report_recommend_and_status_keep_to_this_study_file(trained, tmp_path, capsys):
+    """Item 2: a cell of an edited copy of the study (another lr) trained into the same root is named
+    as not in this study and left out of report, recommend and status; --all-cells takes it in."""
+    data = yaml.safe_load(trained.read_text())
+    data["training"]["lr"] = 2e-3
+    edited = trained.parent / "tiny-lr.yaml"
+    edited.write_text(yaml.safe_dump(data, sort_keys=False))
+    stray = _plan_rows(edited)[0]["key"]
+    assert stray not in {r["key"] for r in _plan_rows(trained)}
+    assert launch.main(["train", str(edited), "--cell", stray]) == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "report"
+    assert launch.main(["report", str(trained), "--bootstrap", "0", "--no-mlflow", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "report of 12 runs" in out and f"not in this study: 1 run dir(s)" in out and stray in out
+    assert "12 finished of 12 in the study" in (out_dir / "report.md").read_text()
+    fits = json.loads((out_dir / "fits.json").read_text())
+    assert stray not in json.dumps(fits)
+    assert launch.main(["recommend", str(trained), "--budget", "1e11", "--bootstrap", "0", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["not_in_study"] == [stray]
+    assert sum(g["n_runs"] for g in rec["groups"].values()) == 12
+    assert launch.main(["status", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert stray not in out.split("not in this study")[0] and "DONE 12" in out and stray in out
+    assert launch.main(["status", str(trained), "--all-cells"]) == 0
+    out = capsys.readouterr().out
+    assert "DONE 13" in out and "not in this study" not in out
+    all_dir = tmp_path / "all"
+    assert launch.main(["report", str(trained), "--bootstrap", "0", "--no-mlflow", "--out", str(all_dir),
+                        "--all-cells"]) == 0
+    assert "report of 13 runs" in capsys.readouterr().out
+
+
+def test_status_shows_each_runs_own_speed(trained, capsys):
+    """Item 6: tok/s of a DONE cell is its result.json's, not its last (partial) step's."""
+    from sweeps.status import collect
+    from sweeps.study import load_study
+
+    for row in collect(load_study(trained)):
+        result = json.loads((trained.parent / "runs" / "tiny" / row.key / "result.json").read_text())
+        assert row.tokens_per_second == pytest.approx(result["tokens_per_second"])
