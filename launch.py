@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """slm-scaling command line: parse, call one package function, print. No logic lives here."""
 from __future__ import annotations
 

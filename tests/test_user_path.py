@@ -297,3 +297,115 @@ def test_status_shows_each_runs_own_speed(trained, capsys):
     for row in collect(load_study(trained)):
         result = json.loads((trained.parent / "runs" / "tiny" / row.key / "result.json").read_text())
         assert row.tokens_per_second == pytest.approx(result["tokens_per_second"])
+
+
+def test_trained_cells_say_fp32_and_train_prints_no_progress_bar(trained, tmp_path, capsys):
+    """Item 6: result.json names the precision a user wrote (fp32, not accelerate's "no"); `train` prints
+    lines, not transformers' tqdm bars."""
+    for result in (trained.parent / "runs" / "tiny").glob("*/result.json"):
+        assert json.loads(result.read_text())["precision"] == "fp32"
+    study = tiny_copy(tmp_path, lambda d: d.update(tracking={"enabled": False}))
+    key = _plan_rows(study)[0]["key"]
+    assert launch.main(["train", str(study), "--cell", key]) == 0
+    out, err = capsys.readouterr()
+    assert "DONE" in out and "it/s]" not in err and "Writing model shards" not in err, err[-1000:]
+
+
+# ---------------------------------------------------------------- item 6: small things, one line each
+
+def test_fit_on_too_few_points_is_one_line(tmp_path, capsys):
+    csv = tmp_path / "few.csv"
+    csv.write_text("params,tokens,loss\n1e6,1e8,3.0\n2e6,1e8,2.9\n4e6,2e8,2.8\n")
+    assert launch.main(["fit", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "few.csv" in err and "at least 6" in err, err
+
+
+def test_messages_show_plain_numbers(tmp_path, capsys):
+    csv = tmp_path / "neg.csv"
+    csv.write_text("params,tokens,loss\n1e6,-40000000,3.0\n")
+    assert launch.main(["fit", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert "has -40000000" in err and "np." not in err, err
+    from analysis._checks import positive_array
+
+    with pytest.raises(ValueError) as e:
+        positive_array([1.0, -2.0], "tokens")
+    assert "entry 1 is -2.0" in str(e.value)
+
+
+def test_unknown_catalog_family_lists_the_families(tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "x", "families": {"llama-3.2": {"members": ["1B"]}},
+                                     "grid": {"tokens": [1e9]}}))
+    assert launch.main(["plan", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "expected one of ," not in err and "qwen2.5, llama3.2, smollm2, pythia, opt" in err, err
+    readme = (ROOT / "README.md").read_text()
+    from scaling.catalog import FAMILIES
+
+    assert all(f"`{name}`" in readme for name in FAMILIES)
+
+
+def test_no_cell_matches_is_grammatical(tmp_path, capsys):
+    study = tiny_copy(tmp_path)
+    assert launch.main(["train", str(study), "--cell", "nothing-like-it"]) == 2
+    err = capsys.readouterr().err
+    assert "no cell of the study matches;" in err, err
+
+
+# ---------------------------------------------------------------- item 7: docs
+
+def test_launch_py_runs_as_written_in_the_readme():
+    import stat
+    import subprocess
+
+    path = ROOT / "launch.py"
+    assert path.read_text().startswith("#!/usr/bin/env python3\n")
+    assert path.stat().st_mode & stat.S_IXUSR
+    mode = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s", "launch.py"], capture_output=True, text=True)
+    assert mode.stdout.startswith("100755"), mode.stdout
+
+
+def _options(parser) -> dict[str, list[str]]:
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: [o for a in p._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+            for name, p in sub.choices.items()}
+
+
+def test_readme_lists_every_option_of_every_command():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("### Preflight", 1)[0]
+    missing = []
+    for command, options in _options(launch.build_parser()).items():
+        row = next((line for line in table.splitlines() if line.startswith(f"| `{command}")), "")
+        missing += [f"{command} {o}" for o in options if o not in row and not (o == "--root" and "--root DIR" in table)]
+    assert not missing, missing
+
+
+def _fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        yield prefix + f.name
+        inner = hints[f.name]
+        for arg in (typing.get_args(inner) or (inner,)):
+            if dataclasses.is_dataclass(arg):
+                yield from _fields(arg, prefix + f.name + ".")
+
+
+def test_readme_schema_names_every_study_setting():
+    from sweeps.study import Study
+
+    readme = (ROOT / "README.md").read_text()
+    schema = readme.split("## Study files", 1)[1].split("```", 2)[1]
+    missing = [path for path in _fields(Study) if path.split(".")[0] != "tune"  # its own section, "Tuning"
+
+               and f"{path.split('.')[-1]}:" not in schema]
+    assert not missing, missing
