@@ -409,3 +409,46 @@ def test_readme_schema_names_every_study_setting():
 
                and f"{path.split('.')[-1]}:" not in schema]
     assert not missing, missing
+
+
+def test_ui_landing_page_stores_the_first_visit_and_the_view_then_frees_the_port():
+    """Item 7: the page `ui` opens first (on the UI's own port, before `mlflow ui` starts) stores the
+    MLflow 3 UI's first visit (assistant closed) and the study's dashboard view as the experiment's saved
+    view (no share key, so no shared-view banner), without overwriting what the browser holds, and
+    leads to the runs page once /health answers OK; the port is free afterwards."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from scaling.tracking import DASHBOARD_VIEW, VIEW_TAG
+    from sweeps.ui import first_visit_storage, landing_page, runs_url, serve_landing, view_storage_key
+
+    storage = first_visit_storage({"experiment_id": "7", "tags": [{"key": VIEW_TAG, "value": DASHBOARD_VIEW}]})
+    assert storage["mlflow.assistant.panelOpen_v1"] == "false"
+    assert storage["mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"] == "true"
+    assert storage['MLflowLocalStorage-1.1-ExperimentPage-["7"]-ReactComponentState'] == DASHBOARD_VIEW
+    assert view_storage_key("7") in storage
+    assert landing_page("t", {"k": "</script>"}, "/").decode().count("</script>") == 1  # only its own
+    target = runs_url("", "7")
+    assert target == "/#/experiments/7/runs?workflowType=machine_learning" and "viewStateShareKey" not in target
+    page = landing_page("slm-scaling study tiny", storage, target)
+    text = page.decode()
+    assert "localStorage.getItem(k) === null" in text and json.dumps(target) in text and "'/health'" in text
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seen = {}
+
+    def browser(url: str) -> None:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            seen["page"] = r.read()
+        with pytest.raises(urllib.error.HTTPError):  # not the UI yet: the page keeps waiting
+            urllib.request.urlopen(url + "health", timeout=10)
+        urllib.request.urlopen(url + "seeded", timeout=10).close()
+
+    assert serve_landing("127.0.0.1", port, page, browser, wait_s=10)
+    assert seen["page"] == page
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        s.bind(("127.0.0.1", port))  # `mlflow ui` can take the port now
