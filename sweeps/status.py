@@ -61,7 +61,7 @@ def _last_metrics(path: Path) -> dict:
     last = dict(recs[-1])
     # issue 16: the last line's own rate is one (maybe partial) step's; the rate over the tail is the run's
     first = recs[0]
-    if len(recs) > 1 and last.get("time", 0) > first.get("time", 0) and last["tokens"] > first.get("tokens", 0):
+    if len(recs) > 1 and last.get("time", 0) > first.get("time", 0) and last.get("tokens", 0) > first.get("tokens", 0):
         last["tokens_per_second"] = (last["tokens"] - first["tokens"]) / (last["time"] - first["time"])
     return last
 
