@@ -452,3 +452,19 @@ def test_ui_landing_page_stores_the_first_visit_and_the_view_then_frees_the_port
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         s.bind(("127.0.0.1", port))  # `mlflow ui` can take the port now
+
+
+def test_tune_preflight_needs_no_tuned_json(tmp_path):
+    """`tune` checks the data of a study written with `lr: tuned` before tuned.json exists (tune makes it)."""
+    from sweeps.preflight import preflight
+    from sweeps.study import StudyError, load_study
+
+    def tuned(d):
+        d["training"]["lr"] = "tuned"
+        d["grid"]["variants"] = {"big": {"training.batch_tokens": "tuned"}}
+
+    study = load_study(tiny_copy(tmp_path, tuned))
+    assert preflight(study) >= 5
+    (tmp_path / "tiny-data" / "swuggy.jsonl").write_text("")
+    with pytest.raises(StudyError, match=r"eval.benchmarks\[0\].manifest: .*swuggy.jsonl: no pairs"):
+        preflight(study)
