@@ -62,5 +62,5 @@ def read_pairs(path: str | Path, n_units: int) -> list[dict]:
             pair[name] = _item(row[name], where, name, n_units)
         out.append(pair)
     if not out:
-        raise InputError(f"{path}: no pairs")
+        raise InputError(f"{path}: no pairs; expected JSONL rows {{\"id\", \"positive\", \"negative\"}}")
     return out
