@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """slm-scaling command line: parse, call one package function, print. No logic lives here."""
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if not args.cell:
             raise StudyError(f"{target}: not a run directory; give a study file with --cell KEY")
+        from sweeps.preflight import preflight
+
         study = load_study(target, root=args.root)
-        run_dir = ensure_run_dir(study, select(expand(study), args.cell))
+        cell = select(expand(study), args.cell)
+        preflight(study, [cell])  # before the run dir exists
+        run_dir = ensure_run_dir(study, cell)
     from common.rundir import LEASE_BUSY_EXIT, LeaseBusy
 
     try:
@@ -67,9 +72,9 @@ def cmd_sync(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from analysis.fitcsv import fit_points_csv
+    from analysis.commands import fit_csv
 
-    fit = fit_points_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
+    fit = fit_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
                          loss_col=args.loss_col, group_col=args.group_col, n_bootstrap=args.bootstrap,
                          seed=args.seed, approach=args.approach, flops_col=args.flops_col, window=args.window)
     print(json.dumps(fit, indent=1))
@@ -104,9 +109,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    from sweeps.membership import not_in_study_note, select_cells
     from sweeps.status import collect, format_status
 
-    print(format_status(collect(_study(args))))
+    study = _study(args)
+    cells, _, left_out = select_cells(study, args.all_cells)
+    print(format_status(collect(study, cells)))
+    if left_out:
+        print(not_in_study_note(left_out))
 
 
 def cmd_cancel(args: argparse.Namespace) -> None:
@@ -135,14 +145,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> None:
     from analysis.commands import report_study
     from scaling.tracking import default_uri
+    from sweeps.membership import not_in_study_note, select_cells
 
     study = _study(args)
+    _, keys, _ = select_cells(study, args.all_cells)
     uri = None
     if study.tracking.enabled and not args.no_mlflow:
         uri = study.tracking.uri or default_uri(study.study_dir.resolve())
     out = report_study(study.study_dir, out_dir=args.out, tracking_uri=uri,
                        experiment=study.tracking.experiment or study.name, params_col=args.params_col,
-                       loss_col=args.loss_col, n_bootstrap=args.bootstrap)
+                       loss_col=args.loss_col, n_bootstrap=args.bootstrap, cell_keys=keys)
+    if out["not_in_study"]:
+        print(not_in_study_note(out["not_in_study"]))
     print(f"report of {out['n_runs']} runs: {out['report_md']}\n  {out['report_html']}\n  {out['fits_json']}")
     for fig in out["figures"]:
         print(f"  {fig}")
@@ -152,11 +166,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_recommend(args: argparse.Namespace) -> None:
     from analysis.commands import format_recommendation, recommend
+    from sweeps.membership import not_in_study_note, select_cells
     from sweeps.plan import member_sizes
 
     study = _study(args)
+    _, keys, _ = select_cells(study, args.all_cells)
     rec = recommend(study.study_dir, args.budget, member_sizes(study), params_col=args.params_col,
-                    loss_col=args.loss_col, n_bootstrap=args.bootstrap)
+                    loss_col=args.loss_col, n_bootstrap=args.bootstrap, cell_keys=keys)
+    if rec["not_in_study"] and not args.json:
+        print(not_in_study_note(rec["not_in_study"]))
     print(json.dumps(rec, indent=1, default=str) if args.json else format_recommendation(rec))
 
 
@@ -182,6 +200,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished stages and cells are kept; `launch.py demo` again continues", file=sys.stderr)
         return 130
+
+
+ALL_CELLS_HELP = ("also the run dirs under the study dir that are not cells of this study file (other "
+                  "versions of it trained into the same root); default: left out and named")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "one query, and counts per state.")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.add_argument("--all-cells", action="store_true", help=ALL_CELLS_HELP)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("cancel", help="cancel the live jobs of a study (or of some cells)",
@@ -355,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--loss-col", default="val_loss_speech", help="loss to fit (default val_loss_speech)")
         p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
         p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+        p.add_argument("--all-cells", action="store_true", help=ALL_CELLS_HELP)
     return parser
 
 

@@ -14,7 +14,7 @@ def positive_array(values, name: str) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise NonPositiveInput(
-            f"{name} must be finite and > 0; entry {i} is {arr[i]!r} ({int(bad.sum())} bad of {arr.size})"
+            f"{name} must be finite and > 0; entry {i} is {arr[i].item()!r} ({int(bad.sum())} bad of {arr.size})"
         )
     return arr
 
@@ -26,7 +26,7 @@ def loss_array(values, name: str = "loss") -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise NonFiniteLoss(
-            f"{name} must be finite and > 0 (its log is fitted); entry {i} is {arr[i]!r} "
+            f"{name} must be finite and > 0 (its log is fitted); entry {i} is {arr[i].item()!r} "
             f"({int(bad.sum())} bad of {arr.size})"
         )
     return arr

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.errors import InputError
+from analysis.errors import FitError, InputError
 from analysis.fit_lnd import bootstrap_lnd, fit_lnd
-from analysis.fitcsv import fit_points_csv as fit_csv
-from analysis.harvest import done_runs, harvest_curves, harvest_results
+from analysis.fitcsv import fit_points_csv
+from analysis.harvest import done_runs, harvest_curves, harvest_results, other_runs
 from analysis.identification import describe, not_identified
 from analysis.recommendation import recommend_at_budget
 from analysis.report import report_files, write_report
@@ -26,22 +26,26 @@ GROUP_COLS = ("family", "setup", "variant")
 __all__ = ["report_study", "recommend", "format_recommendation", "fit_csv"]
 
 
-def _harvest(study_dir: Path, params_col: str, loss_col: str, need: int):
-    """The study's runs and its DONE runs with the needed columns; InputError when too few are DONE."""
+def _harvest(study_dir: Path, params_col: str, loss_col: str, need: int, keys=None):
+    """The study's runs and its DONE runs with the needed columns; InputError when too few are DONE.
+    With ``keys`` (the cell keys of the study file), only run directories of those keys count."""
     study_dir = Path(study_dir)
-    frame = harvest_results(study_dir.parent, study_dir.name)
+    frame = harvest_results(study_dir.parent, study_dir.name, keys=keys)
     done = done_runs(frame, params_col, "tokens", "flops", loss_col) if len(frame) else frame
     if len(done) < need:
         n_state = int((frame["state"] == "DONE").sum()) if len(frame) else 0
+        others = other_runs(study_dir, keys)
+        left = f"; {len(others)} run dirs not in this study file left out (--all-cells)" if others else ""
         raise InputError(f"{study_dir}: {len(done)} of {len(frame)} runs are DONE with {params_col}, tokens, flops "
                          f"and {loss_col} ({n_state} DONE in all); at least {need} are needed to fit "
-                         f"L(N, D) (5 parameters)")
+                         f"L(N, D) (5 parameters){left}")
     return frame, done
 
 
 def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str | None = None,
                  experiment: str | None = None, params_col: str = "params_total",
-                 loss_col: str = "val_loss_speech", n_bootstrap: int = 200, seed: int = 0) -> dict:
+                 loss_col: str = "val_loss_speech", n_bootstrap: int = 200, seed: int = 0,
+                 cell_keys=None) -> dict:
     """Write the scaling report of a study directory; log it to MLflow when ``tracking_uri`` is given.
 
     Harvests ``study_dir``'s run directories (DONE cells count), writes the report into
@@ -49,12 +53,14 @@ def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str
     named ``report`` in ``experiment`` (default: the study directory's name).
     Returns {"out_dir", "report_md", "report_html", "fits_json", "figures": [png paths],
     "mlflow_run_id" (None without a URI), "n_runs" (DONE runs used)}.
+    With ``cell_keys`` (a set of cell keys: the study file's cells), other run directories are left out
+    and named in "not_in_study".
     Raises InputError (one line) when fewer than 6 runs are DONE with the needed columns.
     """
     study_dir = Path(study_dir)
-    frame, done = _harvest(study_dir, params_col, loss_col, MIN_RUNS)
+    frame, done = _harvest(study_dir, params_col, loss_col, MIN_RUNS, cell_keys)
     out = Path(out_dir) if out_dir is not None else study_dir / "report"
-    curves = harvest_curves(study_dir.parent, study_dir.name)
+    curves = harvest_curves(study_dir.parent, study_dir.name, keys=cell_keys)
     write_report(frame, curves, out, params_col=params_col, loss_col=loss_col, group_cols=GROUP_COLS,
                  title=f"Scaling report: {study_dir.name}", n_bootstrap=n_bootstrap, seed=seed)
     run_id = None
@@ -66,7 +72,12 @@ def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str
     files = report_files(out)
     return {"out_dir": out, "report_md": out / "report.md", "report_html": out / "report.html",
             "fits_json": out / "fits.json", "figures": [p for p in files if p.suffix == ".png"],
-            "mlflow_run_id": run_id, "n_runs": int(len(done))}
+            "mlflow_run_id": run_id, "n_runs": int(len(done)), "not_in_study": other_runs(study_dir, cell_keys)}
+
+
+def _same(a, b) -> bool:
+    """Group labels equal, None and NaN alike (the base study has no variant)."""
+    return (None if a is None or a != a else str(a)) == (None if b is None or b != b else str(b))
 
 
 def _matches(row, group: dict) -> bool:
@@ -75,19 +86,22 @@ def _matches(row, group: dict) -> bool:
 
 def recommend(study_dir: Path, budget: float, members: list[dict], params_col: str = "params_total",
               loss_col: str = "val_loss_speech", group: dict | None = None, n_bootstrap: int = 200,
-              seed: int = 0) -> dict:
+              seed: int = 0, cell_keys=None) -> dict:
     """What to train with ``budget`` FLOPs, from Approach 3 fitted to the study's runs, per group.
 
     Runs are grouped by family, setup and variant; ``group`` (e.g. {"setup": "interleaved"})
     keeps only the runs matching all its items. Each group gets N_opt, D_opt, tokens per
     parameter and predicted loss at ``budget`` with 2.5/97.5 % bootstrap intervals, and for
-    each family in ``members`` (dicts with family, member, params_total, params_nonembedding)
-    the member nearest N_opt in log space, trained for budget / (6 N_member) tokens, and its
-    predicted loss. N is ``params_col`` for both the fit and the members.
+    the group's own members (``members``: dicts with family, member, params_total,
+    params_nonembedding and, when given, setup and variant, which must then equal the group's: a
+    textless twin counts its own vocabulary) the one nearest N_opt in log space, trained for
+    budget / (6 N_member) tokens, and its predicted loss. N is ``params_col`` for both the fit and
+    the members. ``cell_keys`` (a set of cell keys) leaves out run directories of other cells.
     Returns {"budget", "params_col", "loss_col", "largest_study_budget", "groups": {label: ... or
-    {"error": ...}}}. Raises InputError when fewer than 6 matching runs are DONE.
+    {"error": ...}}, "not_in_study": [run dir names left out]}. Raises InputError when fewer than 6
+    matching runs are DONE.
     """
-    frame, done = _harvest(Path(study_dir), params_col, loss_col, MIN_RUNS)
+    frame, done = _harvest(Path(study_dir), params_col, loss_col, MIN_RUNS, cell_keys)
     if group:
         unknown = [k for k in group if k not in done.columns]
         if unknown:
@@ -97,7 +111,8 @@ def recommend(study_dir: Path, budget: float, members: list[dict], params_col: s
             raise InputError(f"{study_dir}: {len(done)} DONE runs match {group}; at least {MIN_RUNS} are needed")
     cols = [c for c in GROUP_COLS if c in done.columns]
     out = {"budget": float(budget), "params_col": params_col, "loss_col": loss_col,
-           "largest_study_budget": float(done["flops"].max()), "groups": {}}
+           "largest_study_budget": float(done["flops"].max()), "groups": {},
+           "not_in_study": other_runs(Path(study_dir), cell_keys)}
     for values, sub in done.groupby(cols, sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         keys = {c: (None if v is None or v != v else v) for c, v in zip(cols, values)}
@@ -114,9 +129,19 @@ def recommend(study_dir: Path, budget: float, members: list[dict], params_col: s
             out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "not_identified": unpinned,
                                     "error": f"NotIdentified: the data do not pin down {describe(unpinned)}"}
             continue
-        rec = recommend_at_budget(fit, float(budget), members, params_col, boot.samples if boot else None)
+        own = [m for m in members if all(_same(m[c], keys[c]) for c in cols if c in m)]
+        rec = recommend_at_budget(fit, float(budget), own, params_col, boot.samples if boot else None)
         out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "a": fit.a, "b": fit.b, **rec}
     return out
+
+
+def fit_csv(path, **options) -> dict:
+    """``fit_points_csv`` for the command line: a fit refused for the file's points (fewer than 6, one
+    model size, ...) is an InputError naming the file, like a malformed file."""
+    try:
+        return fit_points_csv(path, **options)
+    except FitError as err:
+        raise InputError(f"{path}: {err}") from None
 
 
 def _g(x, digits: int = 3) -> str:

@@ -18,6 +18,11 @@ from analysis.identification import not_identified
 from analysis.isoflop import fit_isoflop
 
 
+def _plain(value):
+    """A numpy scalar as the Python value it holds, so a message shows -40000000, not np.int64(...)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens", loss_col: str = "loss",
                     group_col: str | None = "group", flops_col: str | None = None):
     """Read and validate the CSV; returns a DataFrame with float params/tokens/loss columns.
@@ -48,7 +53,7 @@ def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens"
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise InputError(f"{path}: column {col} must hold positive finite numbers; "
-                             f"data row {row + 1} has {frame[col].iloc[row]!r}")
+                             f"data row {row + 1} has {_plain(frame[col].iloc[row])!r}")
         frame[col] = values.astype(float)
     if group_col is not None and group_col in frame.columns:
         frame[group_col] = frame[group_col].astype(str)

@@ -138,7 +138,20 @@ def tidy_frame(rows: list[dict]):
     return frame
 
 
-def harvest_results(root, study: str | None = None):
+def _kept(run_dir: Path, keys) -> bool:
+    return keys is None or run_dir.name in keys
+
+
+def other_runs(study_dir, keys) -> list[str]:
+    """Names of the run directories under ``study_dir`` whose key is not in ``keys`` (none without
+    keys): cells of another version of the study file, left out of its report."""
+    study_dir = Path(study_dir)
+    if keys is None or not study_dir.is_dir():
+        return []
+    return [d.name for d in _run_dirs(study_dir) if d.name not in keys]
+
+
+def harvest_results(root, study: str | None = None, keys=None):
     """DataFrame with one row per run directory (all studies under root, or one study).
 
     Columns: run_dir, study, key, state, attempts, family, member, init, setup, variant,
@@ -146,13 +159,15 @@ def harvest_results(root, study: str | None = None):
     tokens_budget, flops, flops_convention, cost_flops, steps, loss, val_loss_{text,interleaved,speech},
     eval_<benchmark> (swuggy, sblimp, ssc, tsc always; others as found), n_pairs_<benchmark> (pairs behind
     each accuracy: result.json's ``eval_n``, else the lines of the manifest spec.json names), wall_seconds,
-    tokens_per_second, mlflow_run_id. Unfinished runs have NaN results.
+    tokens_per_second, mlflow_run_id. Unfinished runs have NaN results. ``keys`` (a set of cell
+    keys) keeps only those run directories.
     Raises InputError naming the file for a missing root/study or unreadable JSON.
     """
-    return tidy_frame([result_row(d) for s in _study_dirs(Path(root), study) for d in _run_dirs(s)])
+    return tidy_frame([result_row(d) for s in _study_dirs(Path(root), study) for d in _run_dirs(s)
+                       if _kept(d, keys)])
 
 
-def harvest_curves(root, study: str | None = None):
+def harvest_curves(root, study: str | None = None, keys=None):
     """Long DataFrame of every run's metrics.jsonl: study, key, step, tokens, flops, loss, lr, val_loss/*.
 
     A line that is not valid JSON (e.g. half-written by a running job) is skipped; the count
@@ -163,6 +178,8 @@ def harvest_curves(root, study: str | None = None):
     records, skipped = [], 0
     for s in _study_dirs(Path(root), study):
         for d in _run_dirs(s):
+            if not _kept(d, keys):
+                continue
             lines, bad = RunDir(d).metrics_counted()
             skipped += bad
             records += [{"study": s.name, "key": d.name, **rec} for rec in lines]

@@ -252,8 +252,9 @@ class RunDir:
         except FileNotFoundError:
             return False
 
-    def last_metrics(self, having: str = "loss", tail_bytes: int = 16384) -> dict:
-        """The last complete metrics line that has `having`, reading only the file's tail."""
+    def tail_metrics(self, having: str = "loss", tail_bytes: int = 16384) -> list[dict]:
+        """The complete metrics lines that have `having` in the file's last `tail_bytes` (a cheap read
+        of a long file: the first line there may be cut, and is skipped)."""
         try:
             with open(self.path / METRICS, "rb") as f:
                 f.seek(0, os.SEEK_END)
@@ -261,11 +262,15 @@ class RunDir:
                 f.seek(max(size - tail_bytes, 0))
                 text = f.read().decode(errors="replace")
         except OSError:
-            return {}
-        for rec in reversed(parse_lines(text)[0]):
-            if having in rec:
-                return rec
-        return {}
+            return []
+        if size > tail_bytes:
+            text = text.split("\n", 1)[-1]
+        return [rec for rec in parse_lines(text)[0] if having in rec]
+
+    def last_metrics(self, having: str = "loss") -> dict:
+        """The last complete metrics line that has `having`, reading only the file's tail."""
+        recs = self.tail_metrics(having)
+        return recs[-1] if recs else {}
 
     def result(self, strict: bool = False) -> Optional[dict]:
         r = _load(self.path / RESULT, strict)

@@ -237,6 +237,16 @@ def read_alignments(path: Union[str, Path]) -> dict[str, Alignment]:
     return out
 
 
+def iter_alignments(path: Union[str, Path]) -> Iterator[Alignment]:
+    """Side-cars under `path` (a directory of `<stem>.json`, sorted, or a JSONL file), parsed lazily one
+    by one (a preflight reads the first few; `read_alignments` reads them all and checks stems)."""
+    p = Path(path)
+    if p.is_dir():
+        return (parse_alignment(obj, where) for where, obj in
+                (_one_json_file(f) for f in sorted(p.glob("*.json")) if f.is_file()))
+    return (parse_alignment(obj, where) for where, obj in _jsonl_objects(_need_file(p)))
+
+
 def _one_json_file(path: Path) -> tuple[str, dict]:
     where = f"{path}:1"
     try:

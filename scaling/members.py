@@ -300,6 +300,10 @@ def resolve(spec: str, where: str, catalog_family: Optional[str] = None,
         return Member(name=key_name(name), config=cfg, source="local",   # absolute: jobs start elsewhere
                       weights=weights or (str(path.resolve()) if path.is_dir() else None))
     if catalog_family is not None and "/" not in spec:
+        if catalog_family.lower() not in catalog.FAMILIES:  # issue 16: never "expected one of ," with no names
+            raise InputError(f"{where}: {spec!r}: {catalog_family!r} is not a catalog family; expected a family "
+                             f"named {', '.join(catalog.FAMILIES)} (or its `catalog:`), or members given as "
+                             "local model folders or HF ids (org/name)")
         names = ", ".join(catalog.member_names(catalog_family))
         raise InputError(f"{where}: unknown member {spec!r} of catalog family {catalog_family}; "
                          f"expected one of {names}, a local model folder or an HF id")

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from transformers.utils.logging import disable_progress_bar
 
 from common.locks import current_job_id
 from common.rundir import Lease, LeaseBusy, RunDir
@@ -30,6 +31,7 @@ from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
+from .preflight import check_cell
 from .schedule import lr_at, step_geometry, warmup_steps
 from .spec import RunSpec
 from .vocab import build_vocab
@@ -110,6 +112,9 @@ def _auto(value, cuda: bool) -> bool:
     return cuda if value == "auto" else bool(value)
 
 
+PRECISION_NAME = {"no": "fp32"}  # accelerate calls full precision "no"; result.json says fp32
+
+
 def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None,
                job_id: Optional[str] = None) -> str:
     """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
@@ -122,6 +127,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
 
     rd = RunDir(run_dir)
     spec = RunSpec.load(rd.path / "spec.json")
+    disable_progress_bar()  # a cell logs lines, not transformers' tqdm bars ("Writing model shards")
     cuda = torch.cuda.is_available()
     acc = Accelerator(mixed_precision=_precision(spec, cuda), cpu=not cuda)
     agree = _StopAgreement(acc.num_processes)
@@ -153,6 +159,7 @@ def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree,
         rd.add_job(job_id or current_job_id())
     mirror = None
     try:
+        check_cell(spec)  # a missing or malformed input: the cell FAILS with one line before any data is read
         mirror = _mirror(spec, rd.path, say) if main else None
         status = _train(spec, rd, lease, acc, agree, say, mirror, stop_signals if stop_signals is not None else {})
     except BaseException as e:
@@ -404,7 +411,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             "cost_flops": spec.cost_flops, "steps": step, "loss": last_loss,
             "val_loss": {k.split("/", 1)[1]: v for k, v in final.items()},
             "eval": scores, "eval_n": n_pairs, "wall_seconds": wall, "tokens_per_second": tokens_done / max(wall, 1e-9),
-            "device": str(device), "precision": acc.mixed_precision, "world_size": world, "sharded": sharded,
+            "device": str(device), "precision": PRECISION_NAME.get(acc.mixed_precision, acc.mixed_precision), "world_size": world, "sharded": sharded,
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }

@@ -4,23 +4,21 @@
 
 Trains the study with `launch.py submit STUDY --executor debug` and writes its report (`launch.py
 report`) into a temporary runs root (or --root; both commands reuse finished work), starts `mlflow ui`
-on the study's store as `launch.py ui` does (sweeps.ui), and takes a screenshot of the experiment's
-runs page (the study's dashboard view) with headless Chromium, Debian's `chromium` package
-(`apt-get install -y chromium`). Chromium's local storage for the page's origin is seeded first, from a
-throw-away page served on the same port, so the UI opens without its first-visit assistant panel and
-tips. The PNG is reduced to a 256-colour palette when it is over --max-kb.
+on the study's store as `launch.py ui` does (sweeps.ui), and photographs what a new browser profile
+shows when `launch.py ui` opens it, with headless Chromium, Debian's `chromium` package
+(`apt-get install -y chromium`): a fresh profile first loads `ui`'s landing page (sweeps.ui.landing_page,
+served on the UI's port before `mlflow ui` starts), then the runs page it leads to, which the screenshot
+shows. The PNG is reduced to a 256-colour palette when it is over --max-kb.
 """
 from __future__ import annotations
 
 import argparse
-import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +27,6 @@ sys.path.insert(0, str(ROOT))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
-# localStorage of the MLflow 3 UI (`<key>_v<version>` JSON values; see its useLocalStorage hook)
-SEED = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
-        "mlflow.workflowType_v1": '"machine_learning"', "mlflow.detectIssues.guidanceDismissed": "true",
-        "mlflow.telemetry.info.alert.dismissed": "true"}
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,32 +45,17 @@ def chromium(binary: str, profile: Path, size: str, *args: str, timeout: float =
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def seed_storage(binary: str, profile: Path, port: int, size: str) -> None:
-    """Set the UI's local storage for http://127.0.0.1:<port> from a page served there for a moment."""
-    script = "".join(f"localStorage.setItem({k!r}, {v!r});" for k, v in SEED.items())
-    page = f"<html><body><script>{script}document.body.innerText='seeded';</script></body></html>".encode()
+def land(binary: str, profile: Path, port: int, size: str, page: bytes) -> None:
+    """Open `ui`'s landing page in the fresh profile, served on the UI's port as `launch.py ui` serves it."""
+    from sweeps.ui import serve_landing
 
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+    def open_page(url: str) -> None:
+        out = chromium(binary, profile, size, "--virtual-time-budget=2000", "--dump-dom", url)
+        if "starting the MLflow UI" not in out.stdout:
+            sys.exit(f"error: chromium did not load the landing page:\n{out.stderr[-2000:]}")
 
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        out = chromium(binary, profile, size, "--virtual-time-budget=2000", "--dump-dom", f"http://127.0.0.1:{port}/")
-        if "seeded" not in out.stdout:
-            sys.exit(f"error: chromium did not run the seeding page:\n{out.stderr[-2000:]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    if not serve_landing("127.0.0.1", port, page, open_page, wait_s=1.0):
+        sys.exit("error: the landing page did not run in chromium")
 
 
 def launch(*args: str) -> None:
@@ -112,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from sweeps.study import load_study
-    from sweeps.ui import _wait_healthy, experiment_name, experiment_url, lookup_experiment, start_ui, stop_ui
+    from sweeps.ui import (_wait_healthy, experiment_name, first_visit_storage, landing_page, runs_url, start_ui,
+                           stop_ui, store_experiment, store_uri)
 
     binary = chromium_path(args.chromium)
     work = Path(tempfile.mkdtemp(prefix="slm-ui-shot-"))
@@ -123,16 +101,18 @@ def main(argv: list[str] | None = None) -> int:
             launch("report", args.study, "--root", str(root))
         study = load_study(args.study, root=str(root))
         port = free_port()
-        profile = work / "chromium"
-        seed_storage(binary, profile, port, args.size)
+        profile = work / "chromium"   # a new browser profile
+        exp = store_experiment(store_uri(study), experiment_name(study))
+        if exp is None:
+            sys.exit(f"error: no experiment {experiment_name(study)!r} in the study's store")
+        page = landing_page(f"slm-scaling study {study.name}", first_visit_storage(exp),
+                            runs_url("", exp["experiment_id"]))
+        land(binary, profile, port, args.size, page)
         proc = start_ui(study, "127.0.0.1", port, work / "mlflow-ui.log")
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_healthy(base, proc, work / "mlflow-ui.log")
-            exp = lookup_experiment(base, experiment_name(study))
-            if exp is None:
-                sys.exit(f"error: no experiment {experiment_name(study)!r} in the study's store")
-            url = experiment_url(base, exp)
+            url = runs_url(base, exp["experiment_id"])   # where the landing page goes once the UI answers
             shot = work / "shot.png"
             res = chromium(binary, profile, args.size, f"--virtual-time-budget={args.wait_ms}",
                            f"--screenshot={shot}", url)

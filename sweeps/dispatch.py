@@ -21,6 +21,7 @@ from . import scheduler
 from .cell_job import CellJob
 from .grid import expand
 from .lifecycle import check_tracking, study_lock, submit_cells
+from .preflight import preflight
 from .rundirs import ensure_run_dir
 from .study import Study
 
@@ -94,6 +95,7 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
     study = dataclasses.replace(study, root=str(Path(study.root).resolve()))
     study.source = source  # not an init field: replace() drops it
     cells = expand(study)
+    preflight(study, cells)  # bad data is one line before any run dir or job exists
     if dry_run:
         return SubmitReport(decisions=decide(study, [c.key for c in cells], kind))
     study.study_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Budgets: explicit token counts; tokens per parameter (D = r x N_total); or IsoFLOP compute budgets
 (D = C / FLOPs-per-token of the member under the study's convention), optionally filtered by tokens per
-parameter (always D / N_total).
+parameter (always D / N_total). A textless twin follows grid.twin_budget: the same rule on its own N
+(`grid`), or its interleaved sibling's tokens (`tokens`) or FLOPs (`flops`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from scaling.spec import RunSpec
 from scaling.typed_config import from_dict
 from scaling.vocab import vocab_rows
 
-from .keys import KeyHasher
+from .keys import KeyHasher, read_data
 from .study import Family, Study, StudyError
 
 _OVERRIDABLE = ("data", "training", "eval", "init", "setup")
@@ -147,6 +148,15 @@ def _budgets(study: Study, counts: ParamCounts, fpt: float) -> list[int]:
     return out
 
 
+def _twin_budgets(rule: str, sibling: tuple[list[int], float], fpt: float) -> list[int]:
+    """A textless twin's token budgets under grid.twin_budget `tokens` (its sibling's token counts) or
+    `flops` (its sibling's FLOPs at the twin's own FLOPs per token); `grid` twins use _budgets."""
+    tokens, sibling_fpt = sibling
+    if rule == "tokens":
+        return list(tokens)
+    return [max(int(round(t * sibling_fpt / fpt)), 1) for t in tokens]
+
+
 def _abs(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     """A path relative to the study file, made absolute (HF ids and absolute paths pass through)."""
     if path is None or base_dir is None or Path(path).is_absolute():
@@ -155,11 +165,19 @@ def _abs(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
     return str(candidate.resolve()) if candidate.exists() or "/" not in path or path.startswith(".") else path
 
 
+def _file(path: Optional[str], base_dir: Optional[Path]) -> Optional[str]:
+    """A data file or folder relative to the study file, made absolute (it is never an HF id, so a
+    missing one stays a path the preflight names)."""
+    if path is None or base_dir is None or Path(path).expanduser().is_absolute():
+        return path
+    return str((base_dir / Path(path).expanduser()).resolve())
+
+
 def _resolve_paths(data: DataConfig, ev: EvalConfig, base_dir: Optional[Path]) -> tuple[DataConfig, EvalConfig]:
-    corpora = [dataclasses.replace(c, path=_abs(c.path, base_dir), alignments=_abs(c.alignments, base_dir))
+    corpora = [dataclasses.replace(c, path=_file(c.path, base_dir), alignments=_file(c.alignments, base_dir))
                for c in data.corpora]
-    benchmarks = [dataclasses.replace(b, manifest=_abs(b.manifest, base_dir)) for b in ev.benchmarks]
-    return (dataclasses.replace(data, corpora=corpora, cache_dir=_abs(data.cache_dir, base_dir)),
+    benchmarks = [dataclasses.replace(b, manifest=_file(b.manifest, base_dir)) for b in ev.benchmarks]
+    return (dataclasses.replace(data, corpora=corpora, cache_dir=_file(data.cache_dir, base_dir)),
             dataclasses.replace(ev, benchmarks=benchmarks))
 
 
@@ -216,7 +234,25 @@ def expand(study: Study) -> list[RunSpec]:
     `lr: tuned` / `batch_tokens: tuned` are resolved per cell from <study dir>/tuned.json before the cell
     key is hashed, so a key reflects the value the cell trains with (and equals the key of the same cell
     with that value written out)."""
+    return expand_counted(study)[0]
+
+
+@dataclass
+class VariantCount:
+    """Cells a variant (None: the base study) gives, and how many of them an earlier variant already
+    gave (the same key: it overrides nothing those cells read); planned once."""
+    cells: int = 0
+    repeated: int = 0
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.cells > 0 and self.repeated == self.cells
+
+
+def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], VariantCount]]:
+    """`expand`'s cells and, per variant, how many cells it gave and how many repeated earlier ones."""
     families = resolve_families(study)
+    per_variant: dict[Optional[str], VariantCount] = {}
     convention = study.grid.flops_convention
     tracking = dataclasses.asdict(study.tracking)
     tracking["experiment"] = tracking["experiment"] or study.name
@@ -227,11 +263,11 @@ def expand(study: Study) -> list[RunSpec]:
         data, training = variant.data, variant.training
         shared = {"data": dataclasses.asdict(data), "training": hashed_training(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
-        hasher = KeyHasher(shared)
+        count_v = per_variant.setdefault(variant.name, VariantCount())
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
         if tuned_fields(training) and tuned_doc is None:
             tuned_doc = load_tuned_law(study, f"{tuned_where}.{tuned_fields(training)[0]}")
-        hashers: dict[tuple, tuple[TrainingConfig, KeyHasher]] = {}
+        hashers: dict[tuple, KeyHasher] = {}   # per (setup reads, resolved training)
         base_dir = Path(study.source).parent if study.source else None
         run_data, run_eval = _resolve_paths(data, variant.eval, base_dir)
         ctx = training.context
@@ -242,7 +278,8 @@ def expand(study: Study) -> list[RunSpec]:
                 setups.append(("textless", study.grid.twin_init))
             for spec_str, member in rf.members:
                 cfg = member.config
-                for setup, init in setups:
+                sibling: tuple[list[int], float] = ([], 0.0)   # the first setup's budgets and FLOPs per token
+                for si, (setup, init) in enumerate(setups):
                     try:
                         rows, shared_rows = vocab_rows(setup, cfg["vocab_size"], data.units, data.vocab_resize,
                                                        data.pad_vocab_to, fam.tokenizer_len or member.tokenizer_len)
@@ -255,20 +292,29 @@ def expand(study: Study) -> list[RunSpec]:
                     if init == "textlm" and member.source == "ladder":
                         raise StudyError(f"{study.source}: families.{rf.name}: init textlm needs TextLM weights, "
                                          "a ladder has none")
-                    cell_training, cell_hasher = training, hasher
+                    cell_training = training
                     if tuned_fields(training):
-                        resolved = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
-                        sig = (resolved.lr, resolved.min_lr, resolved.batch_tokens)
-                        if sig not in hashers:
-                            hashers[sig] = (resolved, KeyHasher({**shared, "training": hashed_training(resolved)}))
-                        cell_training, cell_hasher = hashers[sig]
-                    for tokens in _budgets(study, counts, fpt):
+                        cell_training = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
+                    sig = (setup == "textless", cell_training.lr, cell_training.min_lr, cell_training.batch_tokens)
+                    if sig not in hashers:
+                        hashers[sig] = KeyHasher({**shared, "data": read_data(setup, shared["data"]),
+                                                  "training": hashed_training(cell_training)})
+                    cell_hasher = hashers[sig]
+                    rule = study.grid.twin_budget if si == 1 else "grid"
+                    budgets = _budgets(study, counts, fpt) if rule == "grid" else _twin_budgets(rule, sibling, fpt)
+                    if si == 0:
+                        sibling = (budgets, fpt)
+                    for tokens in budgets:
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
                                   "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
                                   "tokens": tokens}
+                        if setup == "textless":
+                            del fields["tokenizer"]  # a textless vocabulary is the units alone
                         key = cell_hasher.key(rf.name, member.name, tokens, fields)
+                        count_v.cells += 1
                         if key in seen:
-                            continue  # e.g. a variant that overrides nothing this cell depends on
+                            count_v.repeated += 1
+                            continue  # a variant that overrides nothing this cell reads: planned once
                         seen[key] = key
                         cells.append(RunSpec(
                             key=key, study=study.name, family=rf.name, member=member.name, setup=setup,
@@ -281,4 +327,4 @@ def expand(study: Study) -> list[RunSpec]:
     if not cells:
         raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "
                          "min/max_tokens_per_param (or no budget gives a whole token)")
-    return cells
+    return cells, per_variant

@@ -10,8 +10,9 @@ from scaling.memory import GIB, USABLE, Allocation, Memory
 from scaling.spec import RunSpec
 
 from .cost import CostBasis, cell_allocation, estimate, gpu_memory_bytes
-from .grid import expand, load_tuned_law, tuned_fields, variants
+from .grid import VariantCount, expand, expand_counted, load_tuned_law, tuned_fields, variants
 from .keys import short_count
+from .preflight import preflight
 from .table import format_table
 from .study import Study
 
@@ -26,6 +27,8 @@ class Plan:
     tuned_fields: tuple[str, ...] = ()      # which settings (lr, batch_tokens)
     # cell key -> GPUs needed and given for its memory; empty when the executor runs on CPUs
     allocations: dict[str, Allocation] = field(default_factory=dict)
+    # variant (None: base) -> cells it gives and how many equal earlier cells (planned once)
+    variant_counts: dict[Optional[str], VariantCount] = field(default_factory=dict)
 
     @property
     def total_gpu_hours(self) -> float:
@@ -37,7 +40,8 @@ class Plan:
 
 
 def make_plan(study: Study) -> Plan:
-    cells = expand(study)
+    cells, counted = expand_counted(study)
+    preflight(study, cells)  # a missing or malformed data file is found before anything is planned
     hours, basis = estimate(study, cells)
     fields = tuple(sorted({f for v in variants(study) for f in tuned_fields(v.training)}))
     tuned = load_tuned_law(study) if fields else None
@@ -46,7 +50,7 @@ def make_plan(study: Study) -> Plan:
         alloc = cell_allocation(study, c, cache)
         if alloc is not None:
             allocations[c.key] = alloc
-    return Plan(study, cells, hours, basis, tuned, fields, allocations)
+    return Plan(study, cells, hours, basis, tuned, fields, allocations, counted)
 
 
 def _shown(alloc: Allocation) -> Memory:
@@ -64,14 +68,16 @@ def _gpus_text(alloc: Optional[Allocation]) -> str:
 
 
 def member_sizes(study: Study) -> list[dict]:
-    """Each family member's parameter counts in the study's setup (for `recommend`)."""
+    """Each member's parameter counts per (family, setup, variant) group, as its cells count them: the
+    groups `recommend` fits (a textless twin has its own vocabulary, so its own count)."""
     seen, out = set(), []
     for c in expand(study):
-        if (c.family, c.member, c.setup) in seen:
+        group = (c.family, c.member, c.setup, c.variant)
+        if group in seen:
             continue
-        seen.add((c.family, c.member, c.setup))
-        out.append({"family": c.family, "member": c.member, "setup": c.setup, "params_total": c.params.total,
-                    "params_nonembedding": c.params.nonembedding})
+        seen.add(group)
+        out.append({"family": c.family, "member": c.member, "setup": c.setup, "variant": c.variant,
+                    "params_total": c.params.total, "params_nonembedding": c.params.nonembedding})
     return out
 
 
@@ -133,7 +139,7 @@ def format_plan(plan: Plan) -> str:
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
               f"{plan.total_gpu_hours:,.4g} {gpu} GPU-hours ({plan.basis.describe()}; "
               f"cost counts 6ND + attention FLOPs)")
-    totals += _memory_totals(plan)
+    totals += _memory_totals(plan) + _repeats(plan)
     if plan.tuned is not None:
         from analysis.lr_law import describe_law
 
@@ -174,6 +180,21 @@ def _memory_totals(plan: Plan) -> str:
     per = ", ".join(f"{n} cells x {g} GPUs" for g, n in sorted(given.items()))
     lines.append(f"submit gives each cell max({base}, needed) GPUs in whole nodes of {ex.gpus_per_node}: {per}")
     return "\n".join(lines)
+
+
+def _repeats(plan: Plan) -> str:
+    """Lines naming the variants whose cells equal earlier cells (same key: planned once)."""
+    lines = []
+    for name, n in plan.variant_counts.items():
+        if name is None or not n.repeated:
+            continue
+        if n.changes_nothing:
+            lines.append(f"variant {name}: changes nothing a cell reads; its {n.cells} cells are earlier cells "
+                         "(planned once): drop it or change what it overrides")
+        else:
+            lines.append(f"variant {name}: {n.repeated} of its {n.cells} cells equal earlier cells (e.g. textless "
+                         "twins, which read no text, mix or interleaving settings): planned once")
+    return "".join(f"\n{line}" for line in lines)
 
 
 def _modes(plan: Plan) -> str:

@@ -23,6 +23,6 @@ def select(cells: list[RunSpec], key: str) -> RunSpec:
     exact = [c for c in cells if c.key == key]
     found = exact or [c for c in cells if c.key.startswith(key)]
     if len(found) != 1:
-        what = "no cell" if not found else f"{len(found)} cells"
-        raise StudyError(f"--cell {key}: {what} of the study match; run `plan` to list the keys")
+        what = "no cell of the study matches" if not found else f"{len(found)} cells of the study match"
+        raise StudyError(f"--cell {key}: {what}; run `plan` to list the keys")
     return found[0]

@@ -8,6 +8,7 @@ from typing import Optional
 
 from common.rundir import RunDir, TransitionError
 from scaling.fmt import duration
+from scaling.spec import RunSpec
 
 from . import scheduler
 from .grid import expand
@@ -35,8 +36,20 @@ class CellStatus:
         return (self.budget - self.tokens) / self.tokens_per_second
 
 
-def collect(study: Study) -> list[CellStatus]:
-    cells = expand(study)
+def _last_metrics(rd: RunDir) -> dict:
+    """The last metrics line with a loss, its tokens/s the rate over the file's tail (the last line's own
+    rate is one, maybe partial, step's)."""
+    recs = rd.tail_metrics("loss")
+    if not recs:
+        return {}
+    last, first = dict(recs[-1]), recs[0]
+    if len(recs) > 1 and last.get("time", 0) > first.get("time", 0) and last.get("tokens", 0) > first.get("tokens", 0):
+        last["tokens_per_second"] = (last["tokens"] - first["tokens"]) / (last["time"] - first["time"])
+    return last
+
+
+def collect(study: Study, cells: Optional[list[RunSpec]] = None) -> list[CellStatus]:
+    cells = expand(study) if cells is None else cells  # `status --all-cells` passes others too
     rows, states = [], {}
     for c in cells:
         rd = RunDir(study.study_dir / c.key)
@@ -55,7 +68,10 @@ def collect(study: Study) -> list[CellStatus]:
             state = "INTERRUPTED"      # checkpointed; the next submit resumes it
         elif state == "RUNNING" and not alive:
             state = "LOST"             # its job is gone without a word; the next submit resumes it
-        m = RunDir(study.study_dir / c.key).last_metrics("loss")
+        rd = RunDir(study.study_dir / c.key)
+        m = _last_metrics(rd)
+        if state == "DONE":  # the whole run's tokens/s, as result.json has it
+            m["tokens_per_second"] = (rd.result() or {}).get("tokens_per_second", m.get("tokens_per_second"))
         rows.append(CellStatus(c.key, state, s.get("attempts", 0), s.get("job_id"), m.get("tokens", 0),
                                c.tokens, m.get("loss"), m.get("tokens_per_second"), s.get("error")))
     return rows

@@ -64,6 +64,10 @@ class Grid:
     flops_convention: FlopConvention = "6ND"
     textless_twin: bool = False
     twin_init: Literal["random", "textlm"] = "random"
+    # what a twin shares with its sibling cell: `grid` the grid's own axis (the listed tokens or FLOPs;
+    # in a tokens_per_param grid r x its own N, the same tokens per parameter); `tokens` the sibling's
+    # token count; `flops` the sibling's FLOPs (equal compute, under flops_convention)
+    twin_budget: Literal["grid", "tokens", "flops"] = "grid"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {dotted.path: value}
     include_base: bool = True
 
@@ -85,6 +89,9 @@ class Grid:
             for i, v in enumerate(values):
                 if v in values[:i]:
                     raise ConfigError(f"{path}.{m}[{i}]", f"duplicate budget {v:g}")
+        if self.twin_budget != "grid" and not self.textless_twin:
+            raise ConfigError(f"{path}.twin_budget", "applies to textless twins; expected textless_twin: true "
+                                                     "(or leave twin_budget at grid)")
         if not self.include_base and not self.variants:
             raise ConfigError(f"{path}.include_base", "false with no variants leaves an empty grid")
         for name in self.variants:

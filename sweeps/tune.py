@@ -52,6 +52,7 @@ from . import scheduler
 from .cell_job import CellJob
 from .lifecycle import Watched, check_tracking, study_lock, submit_cells, wait_cells
 from .grid import expand, resolve_families
+from .preflight import preflight
 from .study import TUNABLE, Grid, Study, StudyError, TuneParam
 
 TUNE_DIR = "tune"
@@ -725,6 +726,7 @@ def tune(study: Study, members: Optional[list[str]] = None, trials: Optional[int
     source = study.source
     study = dataclasses.replace(study, root=str(Path(study.root).resolve()))
     study.source = source
+    preflight(study)  # issue 16: bad data is one line before any trial runs
     names = members or study.tune.members
     if not names:
         raise StudyError(f"{source}: tune: name the member(s) to tune with --member (or tune.members)")

@@ -9,6 +9,13 @@ this process prints the experiment's URL, opens a browser, and waits (Ctrl-C or 
 The URL is the experiment's runs page in the UI's "Model training" layout, with the dashboard view
 that the mirror stores on the experiment (`scaling.tracking.VIEW_TAG`: cell tags and losses as
 columns): `http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=slm-scaling`.
+
+A browser that `ui` opens on a local store first gets a landing page on the UI's own address (same
+origin, so same local storage), served for a moment before `mlflow ui` takes the port: it records the
+MLflow 3 UI's first visit as done (else the assistant panel opens over a quarter of the page on a
+loopback host) and stores the dashboard view as the experiment's own saved view (so the page needs no
+share key, whose "You're viewing a shared view" banner sits over the grid), touching nothing the
+browser already holds; then it goes to the runs page as soon as `mlflow ui` answers.
 """
 from __future__ import annotations
 
@@ -29,6 +36,12 @@ from .study import Study, StudyError
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}   # else ~15 processes and ~30 s to start
 START_TIMEOUT_S = 90.0
+LANDING_WAIT_S = 15.0   # how long `ui` waits for the browser to fetch the landing page
+# The MLflow 3 UI's local storage (its useLocalStorage hook: `<key>_v<version>`, JSON values) after a first
+# visit: assistant auto-opened once and closed, model-training layout, one-time tips dismissed
+FIRST_VISIT = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
+               "mlflow.workflowType_v1": '"machine_learning"', "mlflow.detectIssues.guidanceDismissed": "true",
+               "mlflow.telemetry.info.alert.dismissed": "true"}
 
 
 def store_uri(study: Study) -> str:
@@ -87,6 +100,102 @@ def experiment_url(base: str, experiment: Optional[dict]) -> str:
     return f"{base}/#/experiments/{experiment['experiment_id']}/runs?{urllib.parse.urlencode(query)}"
 
 
+def runs_url(base: str, experiment_id: Optional[str]) -> str:
+    """The experiment's runs page without a share key (the view comes from the browser's storage)."""
+    base = base.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def view_storage_key(experiment_id: str) -> str:
+    """The UI's local-storage key of an experiment's saved runs-page view (its LocalStorageStore for
+    component `ExperimentPage` and the experiment ids as a JSON list)."""
+    ids = json.dumps([str(experiment_id)], separators=(",", ":"))
+    return f"MLflowLocalStorage-1.1-ExperimentPage-{ids}-ReactComponentState"
+
+
+def first_visit_storage(experiment: Optional[dict]) -> dict[str, str]:
+    """What the landing page stores when absent: FIRST_VISIT, and the experiment's dashboard view
+    (`scaling.tracking.VIEW_TAG`) as its saved view."""
+    from scaling.tracking import VIEW_TAG
+
+    out = dict(FIRST_VISIT)
+    view = next((t.get("value") for t in (experiment or {}).get("tags", []) if t.get("key") == VIEW_TAG), None)
+    if view:
+        out[view_storage_key(experiment["experiment_id"])] = view
+    return out
+
+
+def landing_page(title: str, storage: dict[str, str], target: str) -> bytes:
+    """A page that stores `storage` (keys not set yet), says `ui` is starting, and moves to `target` (a
+    path on the same origin) once the server there answers /health with OK."""
+    def js(value) -> str:  # a JSON literal that cannot close the script element
+        return json.dumps(value).replace("</", "<\\/")
+
+    script = (f"const items = {js(storage)};\n"
+              "for (const [k, v] of Object.entries(items)) { if (localStorage.getItem(k) === null) "
+              "localStorage.setItem(k, v); }\n"
+              "fetch('/seeded', {cache: 'no-store'}).catch(() => {});\n"
+              f"const target = {js(target)};\n"
+              "function poll() { fetch('/health', {cache: 'no-store'}).then(r => r.ok ? r.text() : '')"
+              ".then(t => t.trim() === 'OK' ? location.replace(target) : setTimeout(poll, 500))"
+              ".catch(() => setTimeout(poll, 500)); }\npoll();")
+    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            f"<p id='status'>{title}: starting the MLflow UI...</p><script>{script}</script></body></html>")
+    return text.encode()
+
+
+def serve_landing(host: str, port: int, page: bytes, opened: Callable[[str], None],
+                  wait_s: float = LANDING_WAIT_S) -> bool:
+    """Serve `page` on host:port, call `opened(url)` (a browser), and return once the page has run
+    (True) or after `wait_s` (False); the port is free again on return."""
+    import http.server
+    import threading
+
+    seeded = threading.Event()
+
+    class Landing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.path.startswith("/seeded"):
+                seeded.set()
+            body, code = ((page, 200) if self.path in ("/", "/index.html") else
+                          (b"", 204) if self.path.startswith("/seeded") else (b"", 404))
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Landing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        opened(f"http://{_local(host)}:{port}/")
+        return seeded.wait(wait_s)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def store_experiment(uri: str, name: str) -> Optional[dict]:
+    """Experiment `name` of a local store as the REST API gives it ({experiment_id, tags: [{key,
+    value}]}), read before `mlflow ui` starts; None when the store has none."""
+    from mlflow import MlflowClient  # heavy: imported only when `ui` opens a browser
+
+    try:
+        exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except Exception:  # a store MLflow cannot read: the UI itself will say so in its log
+        return None
+    if exp is None:
+        return None
+    return {"experiment_id": exp.experiment_id, "tags": [{"key": k, "value": v} for k, v in exp.tags.items()]}
+
+
 def lookup_experiment(base: str, name: str, timeout_s: float = 5.0) -> Optional[dict]:
     """Experiment `name` on the server at `base` (REST get-by-name: experiment_id, tags, ...), None if
     it has none or cannot be asked."""
@@ -118,13 +227,22 @@ def open_ui(study: Study, host: str = "127.0.0.1", port: int = 5000, browser: bo
     _check_port(host, port)
     log_path = Path(study.study_dir).resolve() / "mlflow-ui.log"
     _stop_on_signals()
+    landed = False
+    if browser and _can_browse():  # issue 16: a new browser profile opens the grid, not the assistant
+        exp = store_experiment(uri, name)
+        page = landing_page(f"slm-scaling study {study.name}", first_visit_storage(exp),
+                            runs_url("", exp and exp["experiment_id"]))
+        landed = serve_landing(host, port, page, _browse)
     proc = start_ui(study, host, port, log_path)
     try:
         base = f"http://{_local(host)}:{port}"
         _wait_healthy(base, proc, log_path)
-        url = experiment_url(base, lookup_experiment(base, name))
-        out(f"MLflow UI of study {study.name}: {url}\n  store {uri}; log {log_path}; Ctrl-C stops it")
-        if browser:
+        exp = lookup_experiment(base, name)
+        shared = experiment_url(base, exp)
+        url = runs_url(base, exp and exp["experiment_id"]) if landed else shared
+        out(f"MLflow UI of study {study.name}: {url}\n  store {uri}; log {log_path}; Ctrl-C stops it"
+            + (f"\n  the study's view in any browser: {shared}" if shared != url else ""))
+        if browser and not landed:
             _browse(url)
         return proc.wait()
     except KeyboardInterrupt:
@@ -227,13 +345,18 @@ def _request(url: str) -> urllib.request.Request:
     return req
 
 
+def _can_browse() -> bool:
+    """A graphical browser can open here (else Python would start a console browser that takes over
+    the terminal)."""
+    return bool(sys.platform == "darwin" or os.name == "nt" or os.environ.get("DISPLAY")
+                or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _browse(url: str) -> None:
-    """Open `url` in a graphical browser; on a machine without a display do nothing (Python would
-    otherwise start a console browser that takes over the terminal)."""
+    """Open `url` in a graphical browser; on a machine without a display do nothing."""
     import webbrowser
 
-    if not (sys.platform == "darwin" or os.name == "nt" or os.environ.get("DISPLAY")
-            or os.environ.get("WAYLAND_DISPLAY")):
+    if not _can_browse():
         return
     try:
         webbrowser.open(url)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.grid import expand
-from sweeps.plan import make_plan
+from sweeps.grid import expand, expand_counted
+from sweeps.plan import format_plan, make_plan
 from sweeps.study import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,7 @@ def test_textless_twin_and_variants():
 def test_variants_cross_the_grid(tmp_path):
     data = sims_data()
     data["families"] = {"qwen2.5": {"members": ["0.5B", "1.5B"]}}
+    data["data"]["corpora"] = [{"path": "stories.jsonl", "format": "units", "synthetic": True}]
     data["grid"]["variants"] = {"no-synth": {"data.use_synthetic": False},
                                 "random-init": {"init": "random"},
                                 "no-interleave": {"data.interleave.method": "none", "training.lr": 1e-3}}
@@ -112,6 +113,29 @@ def test_variants_cross_the_grid(tmp_path):
     assert all(c.data.interleave.method == "none" and c.training.lr == 1e-3 for c in by["no-interleave"])
     assert all(c.data.use_synthetic and c.init == "textlm" for c in base)
     assert len({c.key for c in cells}) == len(cells)
+
+
+def test_twins_hash_only_what_they_read_and_a_variant_that_changes_nothing_is_named(tmp_path):
+    """Issue 16 item 5: an interleaving ablation gives new interleaved cells but the same textless twins
+    (planned once), and `no-synth` with no synthetic corpus changes nothing; `plan` says both."""
+    data = yaml.safe_load(TINY.read_text())
+    (tmp_path / "tiny-data").symlink_to(TINY.parent / "tiny-data")
+    data["grid"]["variants"] = {"span4": {"data.interleave.span": 4, "data.mix.text": 0.3,
+                                          "data.mix.interleaved": 0.45},
+                                "no-synth": {"data.use_synthetic": False}}
+    study = study_from(data, tmp_path)
+    base = [c for c in expand(load_study(TINY))]
+    cells, per_variant = expand_counted(study)
+    assert len(cells) == len({c.key for c in cells}) == len(base) + len(base) // 2
+    twins = [c.key for c in cells if c.setup == "textless"]
+    assert len(twins) == len(base) // 2 and all(c.variant is None for c in cells if c.setup == "textless")
+    assert {c.key for c in cells if c.variant is None} == {c.key for c in base}
+    assert per_variant["span4"].repeated == len(base) // 2 and not per_variant["span4"].changes_nothing
+    assert per_variant["no-synth"].changes_nothing and per_variant[None].repeated == 0
+    text = format_plan(make_plan(study))
+    assert "variant no-synth: changes nothing a cell reads" in text
+    assert "variant span4: 6 of its 12 cells equal earlier cells" in text
+    assert f"\n{len(cells)} cells," in text
 
 
 def _write_qwen_folder(folder: Path):
@@ -197,3 +221,38 @@ def test_plan_is_pure(tmp_path):
     data["root"] = str(tmp_path / "runs")
     make_plan(parse_study(data, "x"))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("rule", ["grid", "tokens", "flops"])
+def test_twin_budget_rule_in_a_tokens_per_param_grid(tmp_path, rule):
+    """Issue 16 item 6: grid.twin_budget decides what a twin shares with its sibling: the grid's tokens
+    per parameter on its own N (grid), the sibling's tokens, or the sibling's FLOPs."""
+    data = yaml.safe_load(TINY.read_text())
+    (tmp_path / "tiny-data").symlink_to(TINY.parent / "tiny-data")
+    data["grid"] = {"tokens_per_param": [20, 80], "textless_twin": True, "twin_budget": rule}
+    cells = expand(study_from(data, tmp_path))
+    by = {}
+    for c in cells:
+        by.setdefault((c.member, c.setup), []).append(c)
+    for (member, setup), twins in by.items():
+        if setup != "textless":
+            continue
+        sibs = sorted(by[(member, "interleaved")], key=lambda c: c.tokens)
+        twins = sorted(twins, key=lambda c: c.tokens)
+        assert len(twins) == len(sibs) == 2
+        for twin, sib in zip(twins, sibs):
+            if rule == "grid":
+                assert twin.tokens == round(sib.tokens / sib.params.total * twin.params.total)
+                assert twin.tokens_per_param == pytest.approx(sib.tokens_per_param, rel=1e-3)
+            elif rule == "tokens":
+                assert twin.tokens == sib.tokens
+            else:
+                assert twin.flops == pytest.approx(sib.flops, rel=1e-4)
+                assert twin.tokens > sib.tokens   # fewer parameters, more tokens for the same compute
+
+
+def test_twin_budget_needs_twins(tmp_path):
+    data = sims_data()
+    data["grid"]["twin_budget"] = "flops"
+    with pytest.raises(Exception, match=r"grid.twin_budget: applies to textless twins"):
+        study_from(data, tmp_path)

@@ -102,16 +102,30 @@ def test_recommend_finds_the_true_optimum_and_the_nearest_member(study):
     assert g["d_opt"] == pytest.approx(float(truth.d_opt), rel=0.01)
     assert g["loss"] == pytest.approx(float(truth.loss_opt), rel=1e-4)
     assert g["intervals"]["n_opt"]["p2.5"] <= g["n_opt"] * (1 + 1e-6) <= g["intervals"]["n_opt"]["p97.5"] * (1 + 2e-6)
-    for family in ("qwen2.5", "llama3.2"):
-        mine = [m for m in MEMBERS if m["family"] == family]
-        nearest = min(mine, key=lambda m: abs(np.log(m["params_total"] / truth.n_opt)))
-        pick = g["members"][family]
-        assert pick["member"] == nearest["member"]
-        assert pick["tokens"] == pytest.approx(budget / (6 * nearest["params_total"]))
-        assert pick["predicted_loss"] == pytest.approx(float(INTERLEAVED.loss(nearest["params_total"], pick["tokens"])),
-                                                       rel=1e-4)
+    # the group's own members only (issue 16: a group's law says nothing about another family's models)
+    assert list(g["members"]) == ["qwen2.5"]
+    mine = [m for m in MEMBERS if m["family"] == "qwen2.5"]
+    nearest = min(mine, key=lambda m: abs(np.log(m["params_total"] / truth.n_opt)))
+    pick = g["members"]["qwen2.5"]
+    assert pick["member"] == nearest["member"]
+    assert pick["tokens"] == pytest.approx(budget / (6 * nearest["params_total"]))
+    assert pick["predicted_loss"] == pytest.approx(float(INTERLEAVED.loss(nearest["params_total"], pick["tokens"])),
+                                                   rel=1e-4)
     text = format_recommendation(rec)
-    assert g["members"]["llama3.2"]["member"] in text and "no fit" in text
+    assert g["members"]["qwen2.5"]["member"] in text and "no fit" in text
+
+
+def test_recommend_matches_each_groups_setup_and_variant(study):
+    """Members listed per setup (as `member_sizes` lists them): each group picks from its own setup's counts."""
+    members = [{**m, "setup": setup, "variant": None, "params_total": m["params_total"] * scale}
+               for m in MEMBERS if m["family"] == "qwen2.5"
+               for setup, scale in (("interleaved", 1.0), ("textless", 0.8))]
+    rec = recommend(study["dir"], 3e19, members, n_bootstrap=0)
+    for label in ("qwen2.5 / interleaved", "qwen2.5 / textless"):
+        g = rec["groups"][label]
+        own = {m["member"]: m["params_total"] for m in members if m["setup"] == g["group"]["setup"]}
+        pick = g["members"]["qwen2.5"]
+        assert pick["params"] == own[pick["member"]]
 
 
 def test_too_few_finished_runs_is_one_line(tmp_path):
