@@ -124,12 +124,14 @@ def recommend(study_dir: Path, budget: float, members: list[dict], params_col: s
         except ValueError as err:  # FitError and friends: record why this group has no answer
             out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "error": f"{type(err).__name__}: {err}"}
             continue
+        own = [m for m in members if all(_same(m[c], keys[c]) for c in cols if c in m)]
         unpinned = not_identified(fit.to_dict(), boot.intervals if boot else None, float(L.min()))
         if unpinned:  # the report's rule: no allocation is drawn from a fit the data do not pin down
             out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "not_identified": unpinned,
-                                    "error": f"NotIdentified: the data do not pin down {describe(unpinned)}"}
+                                    "error": f"NotIdentified: the data do not pin down {describe(unpinned)}",
+                                    "own_members": [{"family": m.get("family"), "member": m.get("member"),
+                                                     "params": m.get(params_col)} for m in own]}
             continue
-        own = [m for m in members if all(_same(m[c], keys[c]) for c in cols if c in m)]
         rec = recommend_at_budget(fit, float(budget), own, params_col, boot.samples if boot else None)
         out["groups"][label] = {"group": keys, "n_runs": int(len(sub)), "a": fit.a, "b": fit.b, **rec}
     return out
@@ -165,6 +167,9 @@ def format_recommendation(d: dict) -> str:
         lines.append("")
         if "error" in g:
             lines.append(f"{label} ({g['n_runs']} runs): no fit ({g['error']})")
+            if g.get("own_members"):  # what the group could train, counted in its own setup and variant
+                lines.append("  members: " + ", ".join(f"{m['family']}/{m['member']} ({_g(m['params'])} params)"
+                                                      for m in g["own_members"]))
             continue
         lines.append(f"{label} ({g['n_runs']} runs, N_opt ~ C^{g['a']:.3f}):")
         lines.append(f"  N_opt {_g(g['n_opt'])}{_iv(g, 'n_opt')}   D_opt {_g(g['d_opt'])}{_iv(g, 'd_opt')} tokens")

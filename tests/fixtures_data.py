@@ -125,3 +125,15 @@ def tiny_copy(tmp_path: Path, edit=None) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def deep_bad_units(data_dir: Path, name: str = "units-bad.jsonl", good_rows: int = 260) -> Path:
+    """A copy of `data_dir`/units.jsonl whose first `good_rows` rows are good (repeated as needed) and
+    whose last row is malformed: it passes the preflight (which reads the first 200 rows) and fails the
+    cell when training reads the whole corpus."""
+    rows = [l for l in (data_dir / "units.jsonl").read_text().splitlines() if l.strip()]
+    good = (rows * (good_rows // len(rows) + 1))[:good_rows]
+    bad = json.dumps({"file_name": "audio/bad.flac", "units": "not a list", "duration": [1]})
+    path = data_dir / name
+    path.write_text("\n".join(good + [bad]) + "\n")
+    return path

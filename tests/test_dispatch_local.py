@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 
-from fixtures_data import tiny_copy
+from fixtures_data import deep_bad_units, tiny_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny.yaml"
@@ -28,12 +28,16 @@ def wait_all(study_dir: Path, n: int, timeout: float = 480, attempts: int = 1) -
 
 def test_local_executor_idempotent(tmp_path, cli):
     def edit(d):
-        d["grid"]["variants"] = {"broken": {"data.corpora": [{"path": "tiny-data/missing.jsonl", "format": "text"}]}}
+        # a corpus whose row 261 is malformed: it passes the preflight (200 rows) and fails in training
+        d["grid"]["variants"] = {"broken": {"data.corpora": [
+            {"path": "tiny-data/units-bad.jsonl", "format": "units", "alignments": "tiny-data/align"},
+            {"path": "tiny-data/text.jsonl", "format": "text"}]}}
         d["grid"]["flops"] = [5.0e9]
         d["grid"]["textless_twin"] = False
         d["executor"]["max_retries"] = 1
         d["executor"]["slurm"]["array_parallelism"] = 1     # the local executor trains one cell at a time
     study = tiny_copy(tmp_path, edit)
+    deep_bad_units(tmp_path / "tiny-data")
     dry = cli("submit", str(study), "--dry-run")
     assert dry.returncode == 0 and "would submit 6 of 6 cells" in dry.stdout, dry.stderr
     assert not (tmp_path / "runs").exists()                                    # a dry run writes nothing
@@ -44,7 +48,7 @@ def test_local_executor_idempotent(tmp_path, cli):
     study_dir = tmp_path / "runs" / "tiny"
     final = wait_all(study_dir, 6)
     broken = {k for k, v in final.items() if v["state"] == "FAILED"}
-    assert len(broken) == 3 and all("missing.jsonl" in final[k]["error"] for k in broken)
+    assert len(broken) == 3 and all("units-bad.jsonl" in final[k]["error"] for k in broken), final
     done = {k for k, v in final.items() if v["state"] == "DONE"}
     assert len(done) == 3
     spans = []
@@ -103,8 +107,7 @@ def test_debug_executor_never_debugs_and_submit_fails(tmp_path, cli):
         d["grid"] = {"tokens": [3000]}
         d["tracking"] = {"enabled": False}
     study = tiny_copy(tmp_path, edit)
-    with open(tmp_path / "tiny-data" / "units.jsonl", "a") as f:   # a bad row deep in the corpus
-        f.write(json.dumps({"file_name": "audio/bad.flac", "units": "not a list", "duration": [1]}) + "\n")
+    deep_bad_units(tmp_path / "tiny-data", "units.jsonl")   # a bad row past what the preflight reads
     res = subprocess.run([sys.executable, str(ROOT / "launch.py"), "submit", str(study), "--executor", "debug"],
                          capture_output=True, text=True, timeout=300, input="c\nc\nc\n")
     assert "(Pdb)" not in res.stdout + res.stderr

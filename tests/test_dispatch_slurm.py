@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from fixtures_data import tiny_copy as study_copy
+from fixtures_data import deep_bad_units, tiny_copy as study_copy
 from mlflow_server import MlflowServer
 from slurm_cluster import SlurmUnavailable, ensure_slurm, sacct_jobs, squeue_ids, wait_for_empty_queue
 
@@ -148,16 +148,18 @@ def test_preempted_cell_requeues_and_matches(tmp_path, slurm, server):
 def test_failed_cell_retried_alone(tmp_path, slurm):
     def edit(d):
         d["families"]["ladder"]["members"] = {"d16": d["families"]["ladder"]["members"]["d16"]}
-        d["grid"] = {"tokens": [3000], "variants": {"broken": {"data.corpora": [
-            {"path": "tiny-data/missing.jsonl", "format": "text"}]}}}
+        d["grid"] = {"tokens": [3000], "variants": {"broken": {"data.corpora": [   # fails past the preflight
+            {"path": "tiny-data/units-bad.jsonl", "format": "units", "alignments": "tiny-data/align"},
+            {"path": "tiny-data/text.jsonl", "format": "text"}]}}}
         d["tracking"] = {"enabled": False}
         d["name"] = "fails"
     study = study_copy(tmp_path, edit)
+    deep_bad_units(tmp_path / "tiny-data")
     assert launch("submit", str(study), "--executor", "slurm").returncode == 0
     study_dir = tmp_path / "runs" / "fails"
     final = wait_terminal(study_dir, 2)
     (bad,) = [k for k, v in final.items() if v["state"] == "FAILED"]
-    assert "missing.jsonl" in final[bad]["error"]
+    assert "units-bad.jsonl" in final[bad]["error"]
     wait_for_empty_queue(120)
     t1 = time.time() + 1
     time.sleep(2)
