@@ -38,8 +38,8 @@ import json
 import logging
 import math
 import os
+import collections
 import posixpath
-import queue
 import random
 import re
 import threading
@@ -61,6 +61,7 @@ MAX_TAG_LENGTH = 8000           # MLflow's limit on run tag values
 MAX_PARAMS_PER_BATCH = 100      # log_batch limits
 MAX_METRICS_PER_BATCH = 1000
 QUEUE_SIZE = 10_000             # metrics.jsonl lines a mirror holds in memory before it drops (and replays)
+BATCH_WINDOW_S = 1.0            # the sender sends what is queued at most this often (finish flushes at once)
 
 RECORD_NAME = "mlflow.json"
 FINAL_PREFIX = "final/"
@@ -516,26 +517,30 @@ def _existing_run(client, run_id: Optional[str]):
     return None if run.info.lifecycle_stage == "deleted" else run
 
 
-def _cell_runs(client, experiment_id: str, key: Optional[str]) -> list:
-    """The experiment's live runs tagged `kind=cell` and `key`, oldest first (ties by run id)."""
+def _cell_runs(client, experiment_id: str, key: Optional[str], run_dir: Path) -> list:
+    """The experiment's live runs of cell `key` mirroring `run_dir` (tags `kind=cell`, `key` and the
+    run dir, or no run-dir tag), oldest first, ties by run id. Another run dir of the same key (a tuning
+    trial that drew a grid cell's settings, a moved study) keeps its own run."""
     if not key:
         return []
     quoted = str(key).replace("'", "\\'")
     runs = client.search_runs([experiment_id], f"tags.{KIND_TAG} = 'cell' and tags.key = '{quoted}'",
                               max_results=100)
+    here = str(Path(run_dir).resolve())
+    runs = [r for r in runs if r.data.tags.get(RUN_DIR_TAG, here) == here]
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
-def _find_cell_run(client, experiment_id: str, key: Optional[str]):
+def _find_cell_run(client, experiment_id: str, key: Optional[str], run_dir: Path):
     """The cell's run in the experiment (the oldest if several), or None."""
-    runs = _cell_runs(client, experiment_id, key)
+    runs = _cell_runs(client, experiment_id, key, run_dir)
     return runs[0] if runs else None
 
 
-def _keep_oldest(client, experiment_id: str, key: Optional[str], run_id: str) -> str:
+def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, run_id: str) -> str:
     """After creating `run_id` for cell `key`: if another process created one too (both searched
     before either created), keep the oldest and delete ours; returns the run to use."""
-    runs = _cell_runs(client, experiment_id, key)
+    runs = _cell_runs(client, experiment_id, key, run_dir)
     if not runs or runs[0].info.run_id == run_id:
         return run_id
     client.delete_run(run_id)
@@ -604,8 +609,8 @@ def _status(status: str) -> str:
 class Mirror:
     """Mirrors one run directory to MLflow from the training loop. No method raises, and the logging
     calls never wait on the network: `log_record` / `log_metrics` put the point in a bounded in-process
-    queue (microseconds) and a background daemon thread sends it in batches (`log_batch`, up to
-    MLflow's 1000 metrics a request), retrying with exponential back-off (0.5 s doubling up to
+    queue (microseconds, no lock) and a background daemon thread sends what is queued once a second in
+    batches (`log_batch`, up to MLflow's 1000 metrics a request), retrying with exponential back-off (0.5 s doubling up to
     `backoff_s`, jittered) through server outages and restarts. Use it on global rank 0 only.
 
     What MLflow has acknowledged is written to mlflow.json as a high-water mark (`acked_lines`: the
@@ -658,7 +663,10 @@ class Mirror:
         self._acked_lines = acked if isinstance(acked, int) and acked >= 0 else 0
         self._acked_points = record.get("acked_points") if isinstance(record.get("acked_points"), int) else 0
         # the live path: (seq, record) items; seq counts this process's metrics.jsonl lines
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        # a deque, not a queue.Queue: appending takes no lock the sender could hold while descheduled
+        self._queue: collections.deque = collections.deque()
+        self.queue_size = queue_size
+        self._in_flight = 0          # lines the sender has taken but MLflow has not acknowledged
         self._seq = 0                # the next log_record's number
         self._sent_seq = 0           # every seq below it is in MLflow (a contiguous prefix)
         self._gap = False            # a line of this process was dropped: the mark stops before it
@@ -666,8 +674,6 @@ class Mirror:
         self._lock = threading.RLock()     # mlflow.json and the connection, shared with the sender
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -731,13 +737,11 @@ class Mirror:
     # -- the sender --------------------------------------------------------------------------------
 
     def _enqueue(self, seq: Optional[int], item: dict) -> bool:
-        try:
-            self._queue.put_nowait((seq, item))
-        except queue.Full:  # metrics.jsonl has the line: finish or sync sends it
+        if len(self._queue) >= self.queue_size:  # metrics.jsonl has the line: finish or sync sends it
             self._gap = self._gap or seq is not None
             self._behind = True
             return False
-        self._idle.clear()
+        self._queue.append((seq, item))
         return True
 
     def _start_sender(self) -> None:
@@ -752,8 +756,12 @@ class Mirror:
         if self._thread is None:
             return
         self._retry_at = 0.0
-        self._wake.set()  # a sender in its back-off tries once more now
-        self._idle.wait(max(timeout_s, 0.0))
+        self._wake.set()  # send now: no batching window, no back-off
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        while (self._queue or self._in_flight) and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)
+            if time.monotonic() >= self._retry_at:
+                self._wake.set()
         self._stop.set()
         self._wake.set()
         # an in-flight request ends within the HTTP timeout; if it is later still, the replay's
@@ -762,35 +770,28 @@ class Mirror:
         self._thread = None
 
     def _send_loop(self) -> None:
+        """Every `BATCH_WINDOW_S` (or at once when woken by finish): send what is queued, up to one
+        request's worth of points per request; on failure wait out the back-off and resend."""
         pending: list[tuple[Optional[int], dict]] = []
-        points = 0
-        while True:
-            if not pending and self._stop.is_set():
-                return
-            try:  # take what is queued, up to one request's worth of points
-                while points < MAX_METRICS_PER_BATCH:
-                    seq, item = self._queue.get(timeout=0.2) if not pending else self._queue.get_nowait()
+        while not self._stop.is_set():
+            # the window keeps this thread (and its hold on the GIL) away from the training thread
+            self._wake.wait(max(self._retry_at - time.monotonic(), BATCH_WINDOW_S))
+            self._wake.clear()
+            if self._stop.is_set() or time.monotonic() < self._retry_at:
+                continue
+            while pending or self._queue:
+                points = sum(max(len(item) - 1, 1) for _, item in pending)
+                while self._queue and points < MAX_METRICS_PER_BATCH:
+                    seq, item = self._queue.popleft()
                     pending.append((seq, item))
                     points += max(len(item) - 1, 1)
-            except queue.Empty:
-                pass
-            if not pending:
-                if self._queue.empty():
-                    self._idle.set()
-                continue
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                self._wake.wait(wait)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return  # finish replays what is left from metrics.jsonl
-                continue
-            with self._lock:
-                sent = self._send(pending)
-            if sent:
-                pending, points = [], 0
-                if self._queue.empty():
-                    self._idle.set()
+                self._in_flight = len(pending)
+                with self._lock:
+                    sent = self._send(pending)
+                if not sent or self._stop.is_set():
+                    break  # back off (the batch is kept); or finish replays what is left
+                pending = []
+                self._in_flight = 0
 
     def _send(self, batch: list[tuple[Optional[int], dict]]) -> bool:
         """Send one batch (connecting first if needed); True if MLflow acknowledged all of it."""
@@ -849,7 +850,7 @@ class Mirror:
         if run is None:
             self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
                                                      self.uri)
-            run = _find_cell_run(client, self._experiment_id, self.tags.get("key"))
+            run = _find_cell_run(client, self._experiment_id, self.tags.get("key"), self.run_dir)
         if run is not None:  # a requeued or resumed job, a retried create, a run made at submit
             if reopen and run.info.status != "RUNNING":
                 client.update_run(run.info.run_id, status="RUNNING")
@@ -865,7 +866,8 @@ class Mirror:
             self._run_id = client.create_run(self._experiment_id, tags=tags,
                                              run_name=redact_text(self.run_name)).info.run_id
             # two creators that both searched before either created: the oldest run wins everywhere
-            self._run_id = _keep_oldest(client, self._experiment_id, self.tags.get("key"), self._run_id)
+            self._run_id = _keep_oldest(client, self._experiment_id, self.tags.get("key"), self.run_dir,
+                                        self._run_id)
             self._acked_lines = 0  # a new run holds nothing of metrics.jsonl yet
             self._save_record()  # before logging params: a crash now still leaves the id behind
             _log_params(client, self._run_id, self.params)
