@@ -135,7 +135,7 @@ def count(uri: str, run_dirs: list[Path]) -> dict:
 
 
 def phase(root: Path, cells: int, seconds: float, interval: float, workers: int, sqlite: bool,
-          restart_at: float, sync_budget_s: float = 300.0) -> dict:
+          restart_at: float, sync_budget_s: float = 180.0) -> dict:
     port, pg_port = free_port(), free_port()
     command = [sys.executable, str(ROOT / "launch.py"), "tracking-server", str(STUDY_FILE), "--root", str(root),
                "--port", str(port), "--workers", str(1 if sqlite else workers)]
