@@ -129,7 +129,9 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 def cmd_tracking_server(args: argparse.Namespace) -> None:
     from sweeps.tracking_server import serve
 
-    serve(_study(args), host=args.host, port=args.port, workers=args.workers)
+    serve(_study(args), host=args.host, port=args.port, workers=args.workers,
+          backend_store_uri=args.backend_store_uri, sqlite=args.sqlite, postgres_dir=args.postgres_dir,
+          postgres_port=args.postgres_port)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -306,13 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("tracking-server", help="run an MLflow server for the study (for cluster jobs)",
-                       description="Start `mlflow server` with a SQLite database in the study directory, bound "
-                                   "to 127.0.0.1 unless --host says otherwise; point tracking.uri (or submit "
-                                   "--tracking-uri) at it so jobs log over HTTP.")
+                       description="Start `mlflow server` on a private PostgreSQL in <study dir>/postgres "
+                                   "(scripts/postgres/start.sh; --backend-store-uri for any database, --sqlite "
+                                   "for one machine), bound to 127.0.0.1 unless --host says otherwise; point "
+                                   "tracking.uri (or submit --tracking-uri) at it so jobs log over HTTP.")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=4, help="server worker processes (default 4; 1 with --sqlite)")
+    p.add_argument("--backend-store-uri", help="any MLflow database URL (postgresql://, mysql+pymysql://, ...) "
+                                               "instead of the project's PostgreSQL")
+    p.add_argument("--sqlite", action="store_true", help="the embedded single-file SQLite store in the study "
+                                                         "dir (one machine only)")
+    p.add_argument("--postgres-dir", help="data folder of the project's PostgreSQL (default <study dir>/postgres; "
+                                          "user postgres must reach it)")
+    p.add_argument("--postgres-port", type=int, default=5433, help="its port on 127.0.0.1 (default 5433)")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tracking_server)
 

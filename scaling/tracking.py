@@ -1,13 +1,16 @@
-"""Mirror a run directory to MLflow without ever breaking training.
+"""Mirror a run directory to MLflow without ever breaking or slowing training.
 
-The run directory (`spec.json`, `state.json`, `metrics.jsonl`, `result.json`) is the source of truth;
-MLflow only mirrors it. `Mirror` logs live from the training loop and swallows every tracking error:
-while the tracking server is unreachable it drops points, marks the run "behind" in
-`<run_dir>/mlflow.json` and backs off. `sync` replays a run directory into MLflow idempotently, so a
-mirror that fell behind (or a run that never had one) can be completed later.
+The run directory (`spec.json`, `state.json`, `metrics.jsonl`, `result.json`, read through
+`scaling.rundir`) is the source of truth; MLflow only mirrors it. `Mirror` takes each metrics.jsonl
+line from the training loop into a bounded queue and a background thread sends them in batches,
+retrying with back-off through server outages; `sync` replays a run directory into MLflow, sending
+only what the store lacks, so a mirror that fell behind (or a run that never had one) is completed
+later, and no point is ever stored twice.
 
-`<run_dir>/mlflow.json` holds `{"run_id", "experiment_id", "uri", "behind"}` (the URI with credentials
-removed). A requeued or resumed job reads it and continues the same MLflow run.
+`<run_dir>/mlflow.json` holds `{"run_id", "experiment_id", "uri", "behind", "acked_lines",
+"acked_points"}` (the URI with credentials removed; `acked_lines`: the first lines of metrics.jsonl
+that MLflow has acknowledged). A requeued or resumed job reads it and continues the same MLflow run; a
+cell's run is otherwise found by its `key` tag before any create, so a cell never gets two runs.
 
 How a study looks in the MLflow UI (the dashboard contract):
 - one experiment per study, its description (`mlflow.note.content`) a summary of the grid written from
@@ -26,8 +29,8 @@ How a study looks in the MLflow UI (the dashboard contract):
 HTTP settings: MLflow's client defaults to a 120 s timeout and 7 retries with exponential back-off
 (minutes per call against a dead server). `Mirror` sets `MLFLOW_HTTP_REQUEST_TIMEOUT=5` and
 `MLFLOW_HTTP_REQUEST_MAX_RETRIES=0` in the process environment unless the user already set them (MLflow
-reads both on every request); the mirror's own back-off (30 s without network attempts after a
-failure) replaces MLflow's retries.
+reads both on every request); the mirror's own back-off (0.5 s doubling up to `backoff_s`, 10 s by
+default, jittered) replaces MLflow's retries.
 """
 from __future__ import annotations
 
@@ -35,12 +38,18 @@ import json
 import logging
 import math
 import os
+import collections
 import posixpath
+import random
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
+
+from common import rundir
+from common.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ MAX_KEY_LENGTH = 250            # MLflow's limit on param, metric and tag names
 MAX_TAG_LENGTH = 8000           # MLflow's limit on run tag values
 MAX_PARAMS_PER_BATCH = 100      # log_batch limits
 MAX_METRICS_PER_BATCH = 1000
+QUEUE_SIZE = 10_000             # metrics.jsonl lines a mirror holds in memory before it drops (and replays)
+BATCH_WINDOW_S = 1.0            # the sender sends what is queued at most this often (finish flushes at once)
 
 RECORD_NAME = "mlflow.json"
 FINAL_PREFIX = "final/"
@@ -230,7 +241,10 @@ def result_summary(result: dict) -> str:
 def state_tags(run_dir: Path, state: Optional[str] = None) -> dict[str, str]:
     """`state` (given, else from state.json: interrupted PENDING -> INTERRUPTED), `executor` and
     `job_id` from the run directory's state.json (empty values left out)."""
-    st = _read_json(Path(run_dir) / "state.json") or {}
+    try:
+        st = rundir.read_state(run_dir)
+    except (OSError, ValueError):
+        st = {}
     if state is None:
         state = st.get("state")
         if state == "PENDING" and st.get("interrupted"):
@@ -368,53 +382,46 @@ def _metric_entities(metrics: dict, step: int, timestamp_ms: int) -> list:
 
 
 # --------------------------------------------------------------------------------------------------
-# Run directory files
+# Run directory files (read and written through scaling.rundir; mlflow.json is this module's own)
 
 
 def read_record(run_dir: Path) -> dict:
     """`<run_dir>/mlflow.json`, or {} when it is absent or unreadable."""
-    return _read_json(Path(run_dir) / RECORD_NAME) or {}
+    data = _read_json(Path(run_dir) / RECORD_NAME)
+    return data if isinstance(data, dict) else {}
 
 
 def _read_json(path: Path) -> Optional[dict]:
+    """A JSON object file through the run-dir module; None when absent, cut or not an object."""
     try:
-        data = json.loads(path.read_text())
+        data = rundir.read_json(path, None)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _has_lines(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
-
-
 def _write_record(run_dir: Path, record: dict) -> None:
     """Atomically replace `<run_dir>/mlflow.json` (a reader never sees half a file)."""
-    path = Path(run_dir) / RECORD_NAME
-    tmp = path.with_name(f".{RECORD_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    rundir.write_json(Path(run_dir) / RECORD_NAME, record)
 
 
-def _read_points(path: Path) -> dict[str, dict[int, tuple[float, int]]]:
-    """metrics.jsonl -> {key: {step: (value, timestamp_ms)}}; for a repeated (key, step) the last line
-    wins; unparseable lines (a line cut by a crash) are skipped."""
+def _point_ms(record: dict) -> int:
+    """A metrics.jsonl line's timestamp in ms: its own `time`, else 0. Deterministic on purpose: a
+    point sent twice (a retried batch whose answer was lost) is then an identical row, which MLflow's
+    SQL store keeps once (its primary key is key, timestamp, step, value)."""
+    return _record_ms(record) or 0
+
+
+def _line_points(lines: list[dict]) -> dict[str, dict[int, tuple[float, int]]]:
+    """metrics.jsonl lines -> {key: {step: (value, timestamp_ms)}}; for a repeated (key, step) the
+    last line wins; lines that are not metric records are skipped."""
     points: dict[str, dict[int, tuple[float, int]]] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return points
-    now = _now_ms()
-    for line in lines:
+    for record in lines:
         try:
-            record = json.loads(line)
             metrics, step = record_metrics(record)
         except (ValueError, TypeError, AttributeError):
             continue
-        ts = _record_ms(record) or now
+        ts = _point_ms(record)
         for k, v in metrics.items():
             points.setdefault(_clean_key(k), {})[step] = (v, ts)
     return points
@@ -511,6 +518,36 @@ def _existing_run(client, run_id: Optional[str]):
     return None if run.info.lifecycle_stage == "deleted" else run
 
 
+def _cell_runs(client, experiment_id: str, key: Optional[str], run_dir: Path) -> list:
+    """The experiment's live runs of cell `key` mirroring `run_dir` (tags `kind=cell`, `key` and the
+    run dir, or no run-dir tag), oldest first, ties by run id. Another run dir of the same key (a tuning
+    trial that drew a grid cell's settings, a moved study) keeps its own run."""
+    if not key:
+        return []
+    quoted = str(key).replace("'", "\\'")
+    runs = client.search_runs([experiment_id], f"tags.{KIND_TAG} = 'cell' and tags.key = '{quoted}'",
+                              max_results=100)
+    here = str(Path(run_dir).resolve())
+    runs = [r for r in runs if r.data.tags.get(RUN_DIR_TAG, here) == here]
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def _find_cell_run(client, experiment_id: str, key: Optional[str], run_dir: Path):
+    """The cell's run in the experiment (the oldest if several), or None."""
+    runs = _cell_runs(client, experiment_id, key, run_dir)
+    return runs[0] if runs else None
+
+
+def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, run_id: str) -> str:
+    """After creating `run_id` for cell `key`: if another process created one too (both searched
+    before either created), keep the oldest and delete ours; returns the run to use."""
+    runs = _cell_runs(client, experiment_id, key, run_dir)
+    if not runs or runs[0].info.run_id == run_id:
+        return run_id
+    client.delete_run(run_id)
+    return runs[0].info.run_id
+
+
 def _set_run_tags(client, run_id: str, tags: dict) -> None:
     """Set run tags in one request (values redacted and clipped; empty ones skipped)."""
     from mlflow.entities import RunTag
@@ -542,10 +579,13 @@ def _missing_points(client, run_id: str, wanted: dict[str, dict[int, tuple[float
     return out
 
 
-def _replay(client, run_id: str, run_dir: Path) -> int:
-    """Log every (key, step) of metrics.jsonl and result.json that the run lacks; the count written."""
-    wanted = _read_points(Path(run_dir) / "metrics.jsonl")
-    result = _read_json(Path(run_dir) / "result.json")
+def _replay(client, run_id: str, run_dir: Path, acked_lines: int = 0) -> tuple[int, int]:
+    """Log what the run lacks of metrics.jsonl past its first `acked_lines` lines (which MLflow has
+    acknowledged) and of result.json's final metrics, by (key, step); (points written, lines now in
+    metrics.jsonl)."""
+    lines = rundir.read_metrics(run_dir)
+    wanted = _line_points(lines[min(max(acked_lines, 0), len(lines)):])
+    result = RunDir(run_dir).result()
     if result:
         finals, step = final_metrics(result)
         ts = _now_ms()
@@ -553,7 +593,7 @@ def _replay(client, run_id: str, run_dir: Path) -> int:
             wanted.setdefault(_clean_key(k), {})[step] = (v, ts)
     missing = _missing_points(client, run_id, wanted)
     _log_metric_entities(client, run_id, missing)
-    return len(missing)
+    return len(missing), len(lines)
 
 
 def _status(status: str) -> str:
@@ -568,18 +608,29 @@ def _status(status: str) -> str:
 
 
 class Mirror:
-    """Mirrors one run directory to MLflow from the training loop. No method raises: tracking errors
-    are logged (redacted) as warnings, the run is marked behind in mlflow.json, and network attempts
-    pause for `backoff_s` seconds. Use it on global rank 0 only.
+    """Mirrors one run directory to MLflow from the training loop. No method raises, and the logging
+    calls never wait on the network: `log_record` / `log_metrics` put the point in a bounded in-process
+    queue (microseconds, no lock) and a background daemon thread sends what is queued once a second in
+    batches (`log_batch`, up to MLflow's 1000 metrics a request), retrying with exponential back-off (0.5 s doubling up to
+    `backoff_s`, jittered) through server outages and restarts. Use it on global rank 0 only.
+
+    What MLflow has acknowledged is written to mlflow.json as a high-water mark (`acked_lines`: the
+    first lines of metrics.jsonl that MLflow holds), so `finish` and `sync` send only the lines past
+    it that the store lacks, by (key, step). A point is only ever dropped from memory (queue full):
+    metrics.jsonl already has it, the run is marked behind, and `finish` (or a later `sync`) fills it.
+    Point timestamps come from the line's own `time`, so a batch sent twice adds no row.
 
     The run's `state` tag follows it (RUNNING at start, DONE / FAILED / INTERRUPTED at finish) and
-    `executor` / `job_id` come from state.json. `experiment_description` None or the one-line default
+    `executor` / `job_id` come from state.json. The MLflow run of a cell is found by its `key` tag
+    before any create, so a retried create, a requeue or a run made up front (`ensure_cell_run`) never
+    leaves the cell with two runs. `experiment_description` None or the one-line default
     `slm-scaling study NAME` means: describe the study from the run dirs beside this one
     (`study_description`) where the experiment has no fuller description yet."""
 
     def __init__(self, run_dir: Path, uri: str, experiment: str, run_name: str,
                  tags: Optional[dict[str, str]] = None, params: Optional[dict] = None,
-                 experiment_description: Optional[str] = None, backoff_s: float = 30.0):
+                 experiment_description: Optional[str] = None, backoff_s: float = 10.0,
+                 queue_size: int = QUEUE_SIZE, finish_timeout_s: float = 30.0):
         self.run_dir = Path(run_dir)
         self.uri = uri  # may carry credentials: never print or store it, use `safe_uri`
         self.safe_uri = redact_uri(uri)
@@ -599,14 +650,32 @@ class Mirror:
             self.experiment_description = describe
         self._client_for_description = None
         self.backoff_s = backoff_s
+        self.finish_timeout_s = finish_timeout_s
         self._client = None
         record = read_record(self.run_dir)
         self._run_id: Optional[str] = record.get("run_id")
         self._experiment_id: Optional[str] = None
         self._connected = False
-        self._failing = False        # warn once per outage, not once per dropped point
+        self._failing = False        # warn once per outage, not once per failed batch
         self._retry_at = 0.0         # time.monotonic() before which no network attempt is made
+        self._delay = 0.0            # the current back-off (0 after a success)
         self._behind = bool(record.get("behind"))
+        acked = record.get("acked_lines")
+        self._acked_lines = acked if isinstance(acked, int) and acked >= 0 else 0
+        self._acked_points = record.get("acked_points") if isinstance(record.get("acked_points"), int) else 0
+        # the live path: (seq, record) items; seq counts this process's metrics.jsonl lines
+        # a deque, not a queue.Queue: appending takes no lock the sender could hold while descheduled
+        self._queue: collections.deque = collections.deque()
+        self.queue_size = queue_size
+        self._in_flight = 0          # lines the sender has taken but MLflow has not acknowledged
+        self._seq = 0                # the next log_record's number
+        self._sent_seq = 0           # every seq below it is in MLflow (a contiguous prefix)
+        self._gap = False            # a line of this process was dropped: the mark stops before it
+        self._base: Optional[int] = None   # metrics.jsonl index of this process's first line
+        self._lock = threading.RLock()     # mlflow.json and the connection, shared with the sender
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
 
     @property
     def run_id(self) -> Optional[str]:
@@ -615,35 +684,37 @@ class Mirror:
 
     @property
     def behind(self) -> bool:
-        """True when points were dropped and MLflow lacks part of the run directory."""
+        """True when MLflow may lack part of the run directory (a point dropped or not yet sent
+        after a failure); `finish` and `sync` clear it."""
         return self._behind
 
     def start(self) -> bool:
-        """Connect, find or create the experiment and run (continuing the run named in mlflow.json);
-        True on success. On failure the mirror retries at the next call after the back-off."""
+        """Connect, find or create the experiment and run (continuing the run named in mlflow.json, or
+        the experiment's run tagged with this cell's key) and start the background sender; True if
+        connected now. On failure the sender keeps trying with back-off."""
         _set_http_defaults()
-        return self._try(self._connect, "start")
+        with self._lock:
+            ok = self._connected or self._try(self._connect, "start")
+        self._start_sender()
+        return ok
 
     def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: Optional[int] = None) -> bool:
-        """Log numeric `metrics` at `step` (the run's token count) in one request; True if logged.
-        Never raises; while backing off it returns at once (the point is dropped, the run is behind)."""
-        if not self._ready():
-            self._mark_behind()
-            return False
-        entities = _metric_entities(metrics, step, timestamp_ms or _now_ms())
-        return self._try(lambda: _log_metric_entities(self._client, self._run_id, entities),
-                         "log_metrics")
+        """Queue numeric `metrics` at `step` (the run's token count) for the sender; True if queued,
+        False if the queue is full (the point is dropped and the run is behind). Never raises, never
+        waits on the network. Points logged here are not metrics.jsonl lines: `sync` does not know them."""
+        point = {**metrics, "tokens": step, "time": (timestamp_ms or _now_ms()) / 1000.0}
+        return self._enqueue(None, point)
 
     def log_record(self, record: dict) -> bool:
-        """Log one metrics.jsonl line exactly as `sync` would replay it (step = its `tokens`)."""
-        try:
-            metrics, step = record_metrics(record)
-        except (TypeError, ValueError):
-            return False
-        return self.log_metrics(metrics, step, _record_ms(record))
+        """Queue one metrics.jsonl line, just appended by the caller, exactly as `sync` would replay it
+        (step = its `tokens`); True if queued. Never raises, never waits on the network."""
+        seq = self._seq
+        self._seq += 1
+        return self._enqueue(seq, dict(record))
 
     def set_tags(self, tags: dict[str, str]) -> bool:
-        """Set run tags (values redacted and clipped); True on success. Never raises."""
+        """Set run tags (values redacted and clipped); True on success. Never raises (one request,
+        at most the HTTP timeout, and none while backing off)."""
         if not self._ready():
             return False
         from mlflow.entities import RunTag
@@ -652,38 +723,153 @@ class Mirror:
         return self._try(lambda: self._client.log_batch(self._run_id, tags=entities), "set_tags")
 
     def finish(self, status: str = "FINISHED", result: Optional[dict] = None) -> bool:
-        """Log `result`'s numeric leaves as `final/...` metrics, replay what the run missed while
-        behind, and end the run with `status` (FINISHED / FAILED / KILLED). One connection attempt
-        even during a back-off; True on success. Never raises: a later `sync` completes the run."""
-        self._retry_at = 0.0  # the last chance in this job: ignore the back-off
-        if not self._ready():
-            self._mark_behind()
+        """Drain the queue (waiting at most `finish_timeout_s`), stop the sender, log `result`'s
+        numeric leaves as `final/...` metrics, replay what MLflow lacks of metrics.jsonl past the
+        acknowledged mark, and end the run with `status` (FINISHED / FAILED / KILLED). True on success.
+        Never raises: on failure the run stays behind and a later `sync` completes it."""
+        self._drain(self.finish_timeout_s)
+        with self._lock:
+            self._retry_at = 0.0  # the last chance in this job: ignore the back-off
+            if not self._ready():
+                self._mark_behind()
+                return False
+            return self._try(lambda: self._finish(_status(status), result), "finish")
+
+    # -- the sender --------------------------------------------------------------------------------
+
+    def _enqueue(self, seq: Optional[int], item: dict) -> bool:
+        if len(self._queue) >= self.queue_size:  # metrics.jsonl has the line: finish or sync sends it
+            self._gap = self._gap or seq is not None
+            self._behind = True
             return False
-        return self._try(lambda: self._finish(_status(status), result), "finish")
+        self._queue.append((seq, item))
+        return True
+
+    def _start_sender(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._send_loop, name=f"mlflow-mirror-{self.run_name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def _drain(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until the sender has sent everything queued, then stop it."""
+        if self._thread is None:
+            return
+        self._retry_at = 0.0
+        self._wake.set()  # send now: no batching window, no back-off
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        while (self._queue or self._in_flight) and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)
+            if time.monotonic() >= self._retry_at:
+                self._wake.set()
+        self._stop.set()
+        self._wake.set()
+        # an in-flight request ends within the HTTP timeout; if it is later still, the replay's
+        # identical points are kept once by the store
+        self._thread.join(timeout=float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", 5)) + 1)
+        self._thread = None
+
+    def _send_loop(self) -> None:
+        """Every `BATCH_WINDOW_S` (or at once when woken by finish): send what is queued, up to one
+        request's worth of points per request; on failure wait out the back-off and resend."""
+        pending: list[tuple[Optional[int], dict]] = []
+        while not self._stop.is_set():
+            # the window keeps this thread (and its hold on the GIL) away from the training thread
+            self._wake.wait(max(self._retry_at - time.monotonic(), BATCH_WINDOW_S))
+            self._wake.clear()
+            if self._stop.is_set() or time.monotonic() < self._retry_at:
+                continue
+            while pending or self._queue:
+                points = sum(max(len(item) - 1, 1) for _, item in pending)
+                while self._queue and points < MAX_METRICS_PER_BATCH:
+                    seq, item = self._queue.popleft()
+                    pending.append((seq, item))
+                    points += max(len(item) - 1, 1)
+                self._in_flight = len(pending)
+                with self._lock:
+                    sent = self._send(pending)
+                if not sent or self._stop.is_set():
+                    break  # back off (the batch is kept); or finish replays what is left
+                pending = []
+                self._in_flight = 0
+
+    def _send(self, batch: list[tuple[Optional[int], dict]]) -> bool:
+        """Send one batch (connecting first if needed); True if MLflow acknowledged all of it."""
+        if not self._connected and not self._try(self._connect, "connect"):
+            return False
+        entities = []
+        for _, item in batch:
+            try:
+                metrics, step = record_metrics(item)
+            except (TypeError, ValueError):
+                continue
+            entities += _metric_entities(metrics, step, _point_ms(item))
+        if not self._try(lambda: _log_metric_entities(self._client, self._run_id, entities), "log_batch"):
+            return False
+        self._delay = 0.0
+        self._acknowledge([(seq, item) for seq, item in batch if seq is not None], len(entities))
+        return True
+
+    def _acknowledge(self, lines: list[tuple[int, dict]], n_points: int) -> None:
+        """Advance the high-water mark over the contiguous lines now in MLflow and write mlflow.json."""
+        self._acked_points += n_points
+        if lines:
+            if self._base is None and lines[0][0] == 0:
+                self._base = self._locate(lines[0][1])
+            for seq in sorted(seq for seq, _ in lines):
+                if seq == self._sent_seq:
+                    self._sent_seq += 1
+            if self._base is not None and not self._gap and self._acked_lines >= self._base:
+                self._acked_lines = self._base + self._sent_seq
+        if self._failing:
+            self._failing = False
+            log.info("mlflow: %s reachable again; run %s", self.safe_uri, self._run_id)
+        self._save_record()
+
+    def _locate(self, first: dict) -> Optional[int]:
+        """metrics.jsonl index of this process's first line (`first`): the file may hold an earlier
+        job's lines, trimmed back to its checkpoint. None if it is not there (then no mark is kept)."""
+        try:
+            lines = rundir.read_metrics(self.run_dir)
+            first = json.loads(json.dumps(first))  # as the line reads back from the file
+        except (OSError, ValueError, TypeError):
+            return None
+        start = max(len(lines) - self._seq - 1, 0)  # it is among the last lines logged
+        return next((i for i in range(start, len(lines)) if lines[i] == first), None)
 
     # -- internals ---------------------------------------------------------------------------------
 
     def _connect(self, reopen: bool = True) -> str:
-        """Find (and with `reopen`, set RUNNING) the run of mlflow.json, or create it; raises."""
+        """Find (and with `reopen`, set RUNNING) the run of mlflow.json or the experiment's run tagged
+        with this cell's key, or create it; raises."""
         from mlflow import MlflowClient
         client = MlflowClient(tracking_uri=self.uri)
         self._client_for_description = client
         run = _existing_run(client, read_record(self.run_dir).get("run_id"))
         live = state_tags(self.run_dir, "RUNNING" if reopen else None)
-        if run is not None:  # a requeued or resumed job: continue its run
-            if reopen:
+        if run is None:
+            self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
+                                                     self.uri)
+            run = _find_cell_run(client, self._experiment_id, self.tags.get("key"), self.run_dir)
+        if run is not None:  # a requeued or resumed job, a retried create, a run made at submit
+            if reopen and run.info.status != "RUNNING":
                 client.update_run(run.info.run_id, status="RUNNING")
             self._run_id, self._experiment_id = run.info.run_id, run.info.experiment_id
             _set_run_tags(client, self._run_id, live)
+            if not run.data.params and self.params:
+                _log_params(client, self._run_id, self.params)  # a create cut off before its params
+            self._save_record()
         else:
-            self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
-                                                     self.uri)
             tags = {RUN_DIR_TAG: str(self.run_dir.resolve()), **live,
                     **{k: v for k, v in self.tags.items() if v not in (None, "")}}
             tags = {_clean_key(k): _clip(redact_text(str(v)), MAX_TAG_LENGTH) for k, v in tags.items()}
             self._run_id = client.create_run(self._experiment_id, tags=tags,
                                              run_name=redact_text(self.run_name)).info.run_id
-            self._behind = _has_lines(self.run_dir / "metrics.jsonl")  # points from before this run
+            # two creators that both searched before either created: the oldest run wins everywhere
+            self._run_id = _keep_oldest(client, self._experiment_id, self.tags.get("key"), self.run_dir,
+                                        self._run_id)
+            self._acked_lines = 0  # a new run holds nothing of metrics.jsonl yet
             self._save_record()  # before logging params: a crash now still leaves the id behind
             _log_params(client, self._run_id, self.params)
         self._client, self._connected = client, True
@@ -697,11 +883,11 @@ class Mirror:
             if self.tags.get(NOTE_TAG):
                 tags[NOTE_TAG] = f"{self.tags[NOTE_TAG]}\n\n{result_summary(result)}"
         _set_run_tags(self._client, self._run_id, tags)
-        if self._behind:
-            n = _replay(self._client, self._run_id, self.run_dir)
+        n, lines = _replay(self._client, self._run_id, self.run_dir, self._acked_lines)
+        if n:
             log.info("mlflow: caught up %d points of run %s", n, self._run_id)
-            self._behind = False
-            self._save_record()
+        self._acked_lines, self._behind = lines, False
+        self._save_record()
         self._client.set_terminated(self._run_id, status)
         return True
 
@@ -712,7 +898,8 @@ class Mirror:
         if self._connected:
             return True
         _set_http_defaults()
-        return self._try(self._connect, "connect")
+        with self._lock:
+            return self._connected or self._try(self._connect, "connect")
 
     def _try(self, fn, what: str) -> bool:
         """Run fn(); True if it returned, False if it raised (then the back-off starts and the run is
@@ -722,15 +909,16 @@ class Mirror:
         except Exception as e:  # tracking must never break training
             self._fail(what, e)
             return False
-        self._failing = False
         return True
 
     def _fail(self, what: str, exc: Exception) -> None:
-        self._retry_at = time.monotonic() + self.backoff_s
+        self._delay = min(max(self._delay * 2, 0.5), self.backoff_s)
+        wait = self._delay * random.uniform(0.5, 1.0)  # jitter: dozens of cells must not retry in step
+        self._retry_at = time.monotonic() + wait
         msg = redact_text(f"{type(exc).__name__}: {exc}")[:500]
         (log.debug if self._failing else log.warning)(
-            "mlflow %s failed for %s (%s); retrying in %.0f s, run marked behind",
-            what, self.safe_uri, msg, self.backoff_s)
+            "mlflow %s failed for %s (%s); retrying in %.1f s, run marked behind",
+            what, self.safe_uri, msg, wait)
         self._failing = True
         self._mark_behind()
 
@@ -741,14 +929,30 @@ class Mirror:
 
     def _save_record(self) -> None:
         record = {"run_id": self._run_id, "experiment_id": self._experiment_id, "uri": self.safe_uri,
-                  "behind": self._behind}
-        old = read_record(self.run_dir)
-        if self._experiment_id is None and old.get("run_id") == self._run_id:
-            record["experiment_id"] = old.get("experiment_id")  # not connected yet: keep what we knew
-        try:
-            _write_record(self.run_dir, record)
-        except OSError as e:  # a full or read-only disk must not stop training either
-            log.warning("mlflow: cannot write %s: %s", self.run_dir / RECORD_NAME, e)
+                  "behind": self._behind, "acked_lines": self._acked_lines, "acked_points": self._acked_points}
+        with self._lock:
+            old = read_record(self.run_dir)
+            if self._experiment_id is None and old.get("run_id") == self._run_id:
+                record["experiment_id"] = old.get("experiment_id")  # not connected yet: keep what we knew
+            try:
+                _write_record(self.run_dir, record)
+            except OSError as e:  # a full or read-only disk must not stop training either
+                log.warning("mlflow: cannot write %s: %s", self.run_dir / RECORD_NAME, e)
+
+
+def ensure_cell_run(uri: str, experiment: str, run_dir: Path, spec: dict) -> str:
+    """Find or create the MLflow run of the cell in `run_dir` (`spec`: its spec.json as a dict) so
+    that the cell's jobs continue it: mlflow.json's run if the server has it, else the experiment's run
+    tagged with the cell's key, else a new one (params from `spec`; status SCHEDULED while state.json
+    says PENDING). Writes mlflow.json; returns the run id; raises on tracking errors."""
+    _set_http_defaults()
+    mirror = Mirror(run_dir, uri, experiment, spec.get("key") or Path(run_dir).name, tags=spec_tags(spec),
+                    params=spec)
+    run_id = mirror._connect(reopen=False)
+    if state_tags(run_dir).get(STATE_TAG, "PENDING") == "PENDING" \
+            and mirror._client.get_run(run_id).info.status == "RUNNING":
+        mirror._client.update_run(run_id, status="SCHEDULED")  # no job has started it yet
+    return run_id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -770,14 +974,17 @@ def _sync(run_dir: Path, uri: Optional[str], experiment: Optional[str]) -> tuple
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     uri = uri or record.get("uri") or default_uri(run_dir.parent)
-    spec = _read_json(run_dir / "spec.json") or {}
+    spec = RunDir(run_dir).spec()
     mirror = Mirror(run_dir, uri, experiment or spec.get("study") or run_dir.parent.name,
                     spec.get("key") or run_dir.name, tags=spec_tags(spec), params=spec)
     mirror._connect(reopen=False)  # raises: sync is run by a person or a driver that wants to know
     client, run_id = mirror._client, mirror.run_id
-    n = _replay(client, run_id, run_dir)
-    state = (_read_json(run_dir / "state.json") or {}).get("state")
-    result = _read_json(run_dir / "result.json")
+    n, mirror._acked_lines = _replay(client, run_id, run_dir, mirror._acked_lines)
+    try:
+        state = rundir.read_state(run_dir).get("state")
+    except (OSError, ValueError):
+        state = None
+    result = RunDir(run_dir).result()
     if result is not None:
         if spec.get("key"):
             _set_run_tags(client, run_id, {NOTE_TAG: run_description(spec, result)})

@@ -1,6 +1,7 @@
-"""A real, light MLflow tracking server for tests: one worker, no job execution, SQLite store in a
-temporary folder. It can be stopped and started again on the same port and store, to test a server
-that goes away in the middle of a run."""
+"""A real, light MLflow tracking server for tests: no job execution, by default one worker on a SQLite
+store in a temporary folder, or any database (`backend_store_uri`, e.g. the project's PostgreSQL from
+tests/postgres.py) with several workers. It can be stopped (or killed) and started again on the same
+port and store, to test a server that goes away in the middle of a run."""
 from __future__ import annotations
 
 import os
@@ -26,10 +27,17 @@ class MlflowServer:
     this interpreter's environment; `stop()` ends its whole process group, `start()` brings it back
     on the same port with the same store."""
 
-    def __init__(self, root: Path, port: Optional[int] = None, start_timeout_s: float = 90.0):
+    def __init__(self, root: Path, port: Optional[int] = None, start_timeout_s: float = 90.0,
+                 backend_store_uri: Optional[str] = None, workers: int = 1, env: Optional[dict] = None,
+                 command: Optional[list[str]] = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # given to the server through its environment: a password in it stays off `ps`
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{self.root.resolve()}/mlflow.db"
+        self.workers = workers
+        self.env = dict(env or {})
+        self._command = command  # another launcher of the server (e.g. `launch.py tracking-server`)
         self.start_timeout_s = start_timeout_s
         self.log_path = self.root / "server.log"
         self._proc: Optional[subprocess.Popen] = None
@@ -39,17 +47,19 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        if self._command:
+            return list(self._command)
         return [sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.root.resolve()}/mlflow.db",
                 "--artifacts-destination", str(self.root.resolve() / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
 
     def start(self) -> "MlflowServer":
         """Start the server and return once `/health` answers; raises RuntimeError with the log's tail
         if it exits or does not answer within `start_timeout_s`."""
         if self.running():
             return self
-        env = {**os.environ,
+        env = {**os.environ, **self.env,
+               **({} if self._command else {"MLFLOW_BACKEND_STORE_URI": self.backend_store_uri}),
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",   # else 15 processes and ~30 s to start
                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
                "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -77,6 +87,13 @@ class MlflowServer:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group at once (a crash, not a shutdown)."""
+        if self._proc is not None:
+            self._signal_group(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+            self._proc = None
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM the server's process group, SIGKILL it after `timeout_s`; returns once the port is
