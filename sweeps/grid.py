@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scaling import members as members_mod
-from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_training
+from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_data, hashed_training
 from scaling.errors import InputError
 from scaling.flops import flops_per_token
 from scaling.params import ParamCounts, count
@@ -225,7 +225,7 @@ def expand(study: Study) -> list[RunSpec]:
     tuned_doc = None
     for variant in variants(study):
         data, training = variant.data, variant.training
-        shared = {"data": dataclasses.asdict(data), "training": hashed_training(training),
+        shared = {"data": hashed_data(data), "training": hashed_training(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
         hasher = KeyHasher(shared)
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
