@@ -64,9 +64,17 @@ def cmd_sync(args: argparse.Namespace) -> None:
           + (f" to {redact_uri(args.uri or study.tracking.uri)}" if (args.uri or study.tracking.uri) else ""))
 
 
-def cmd_fit(args: argparse.Namespace) -> None:
-    from analysis.fitcsv import fit_points_csv
+def cmd_fit(args: argparse.Namespace) -> int | None:
+    from analysis.fitcsv import fit_data_constrained_csv, fit_points_csv
 
+    if args.base is not None and not args.data_constrained:
+        print("error: fit: --base needs --data-constrained (see fit --help)", file=sys.stderr)
+        return 2
+    if args.data_constrained:  # issue 22: a separate branch
+        print(json.dumps(fit_data_constrained_csv(args.points, base=args.base, params_col=args.params_col,
+                                                  tokens_col=args.tokens_col, loss_col=args.loss_col,
+                                                  n_bootstrap=args.bootstrap, seed=args.seed), indent=1))
+        return
     fit = fit_points_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
                          loss_col=args.loss_col, group_col=args.group_col, n_bootstrap=args.bootstrap,
                          seed=args.seed)
@@ -240,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-col", default="group", help="fit each group separately when present")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-constrained", action="store_true",
+                   help="fit R_D* and R_N* of Muennighoff et al.'s data-constrained law to a CSV with params, tokens, "
+                        "unique_tokens, loss (base law on the single-epoch rows unless --base); prints JSON with "
+                        "R_D_star, R_N_star, objective, intervals")
+    p.add_argument("--base", metavar="E,A,B,alpha,beta", help="with --data-constrained: the base law, given")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("submit", help="submit a study's cells (Slurm, local or debug), idempotently",

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.data_constrained import BASE_NAMES, BaseLaw, fit_data_constrained
 from analysis.errors import FitError, InputError
 from analysis.fit_lnd import HUBER_DELTA, bootstrap_lnd, fit_lnd
 
 
 def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens", loss_col: str = "loss",
-                    group_col: str | None = "group"):
+                    group_col: str | None = "group", extra_cols: tuple = ()):
     """Read and validate the CSV; returns a DataFrame with float params/tokens/loss columns.
 
     Raises InputError (one line naming the file) when the file is missing or unreadable, a
@@ -33,13 +34,14 @@ def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens"
     except Exception as err:  # pandas raises several types for malformed text
         raise InputError(f"{path}: not a readable CSV ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in (params_col, tokens_col, loss_col) if c not in frame.columns]
+    wanted = (params_col, tokens_col, loss_col, *extra_cols)
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {params_col},{tokens_col},{loss_col} "
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(wanted)} "
                          f"(found {', '.join(frame.columns) or 'none'})")
     if frame.empty:
         raise InputError(f"{path}: has a header but no data rows")
-    for col in (params_col, tokens_col, loss_col):
+    for col in wanted:
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() | ~np.isfinite(values) | (values <= 0)
         if bad.any():
@@ -101,3 +103,34 @@ def fit_points_csv(path, params_col: str = "params", tokens_col: str = "tokens",
         except FitError as err:
             groups[str(name)] = {"error": f"{type(err).__name__}: {err}"}
     return {"groups": groups, **meta}
+
+
+def parse_base(text: str) -> BaseLaw:
+    """`E,A,B,alpha,beta` (five positive numbers) as a BaseLaw; InputError naming --base otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 5 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"--base: expected five positive numbers {','.join(BASE_NAMES)}, got {text!r}")
+    return BaseLaw(*values)
+
+
+def fit_data_constrained_csv(path, base: str | None = None, params_col: str = "params", tokens_col: str = "tokens",
+                             unique_col: str = "unique_tokens", loss_col: str = "loss", n_bootstrap: int = 200,
+                             seed: int = 0, delta: float = HUBER_DELTA) -> dict:
+    """Fit the data-constrained law (analysis.data_constrained) to a CSV with params, tokens, unique_tokens
+    and loss columns; `base` is `E,A,B,alpha,beta` or None (fitted on the single-epoch rows). Returns
+    {R_D_star, R_N_star, objective, intervals, identified, notes, base, n_points, ...}; InputError for a bad
+    file, a bad --base or a fit the rows cannot support."""
+    law = parse_base(base) if base is not None else None
+    frame = read_points_csv(path, params_col, tokens_col, loss_col, None, extra_cols=(unique_col,))
+    N, D, U, L = (frame[c].to_numpy() for c in (params_col, tokens_col, unique_col, loss_col))
+    try:
+        fit = fit_data_constrained(N, D, U, L, base=law, delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+    except FitError as err:
+        raise InputError(f"{path}: {err}") from None
+    out = fit.to_dict()
+    out["intervals"] = {p: {k: _clean(v) for k, v in iv.items()} for p, iv in out["intervals"].items()}
+    return {**out, "source": str(path), "params_col": params_col}
