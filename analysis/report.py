@@ -19,6 +19,7 @@ from analysis.comparison import comparison_blocks, setup_comparison
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
 from analysis.reference import SIMS_FIGURE1
+from analysis.repetition_report import repetition_blocks, repetition_summary
 from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
@@ -264,6 +265,7 @@ def build_blocks(fits: dict, title: str) -> list:
                Heading(2, "Approach 2: IsoFLOP vertices"), *_approach2_section(fits),
                Heading(2, "Laws in compute alone"), *_compute_laws_section(fits),
                Heading(2, "Extrapolation check"), *_extrapolation_section(fits),
+               *repetition_blocks(fits.get("data_repetition")),   # issue 22: epochs, data-constrained law
                Heading(2, "Refused fits"), *_refusal_section(fits),
                Heading(2, "Caveats"),
                Bullets(("Published laws count parameters and losses differently (Cuervo & Marxer: speech-only "
@@ -293,6 +295,8 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     fits = study_json(study, title)
     fits["setup_comparison"] = jsonable(setup_comparison(study, fits))
     fits["figures"] = {file: CAPTIONS[file] for file, _ in FIGURES}
+    # issue 22: epochs per cell and, when data repeats, the data-constrained law (analysis.repetition_report)
+    fits["data_repetition"] = jsonable(repetition_summary(frame, params_col, loss_col, group_cols, n_bootstrap, seed))
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
     blocks = build_blocks(fits, title)
     (out / "report.md").write_text(to_markdown(blocks))

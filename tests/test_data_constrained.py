@@ -125,3 +125,51 @@ def test_fit_command(tmp_path, cli):
     bad.write_text("params,tokens,loss\n1e8,1e9,3.0\n")
     res = cli("fit", str(bad), "--data-constrained")
     assert res.returncode == 2 and "missing column(s) unique_tokens" in res.stderr
+
+
+def _frame(repeat: bool):
+    """A harvested frame of one speech-only group drawn from the known law (result.json's columns)."""
+    import pandas as pd
+
+    N, D, U, L = noisy(3)
+    if not repeat:
+        keep = D <= U
+        N, D, U, L = N[keep], D[keep], U[keep], L[keep]
+    return pd.DataFrame({"state": "DONE", "key": [f"c{i}" for i in range(N.size)], "family": "f", "setup": "textless",
+                         "variant": None, "member": [f"m{int(n)}" for n in N], "params_total": N, "tokens": D,
+                         "flops": 6 * N * D, "val_loss_speech": L, "epochs_speech": D / U,
+                         "unique_tokens_speech": U})
+
+
+def test_report_section_epochs_and_law():
+    from analysis.document import to_markdown
+    from analysis.repetition_report import repetition_blocks, repetition_summary
+    from analysis.study_fits import jsonable
+
+    summary = jsonable(repetition_summary(_frame(True), n_bootstrap=40))
+    md = to_markdown(repetition_blocks(summary))
+    assert "## Data repetition: epochs per cell" in md and "speech 64" in md   # every cell's epochs
+    g = summary["groups"]["f/textless"]
+    assert g["n_repeated"] == 48 and g["n_cells"] == 72
+    fit, alloc = g["fit"], g["allocation"]
+    assert fit["intervals"]["R_D_star"]["p2.5"] <= R_D <= fit["intervals"]["R_D_star"]["p97.5"]
+    frame = _frame(True)
+    assert alloc["flops"] == pytest.approx(frame["flops"].max())                    # the largest budget
+    assert alloc["unique_tokens"] == pytest.approx(frame["unique_tokens_speech"].median())
+    assert f"R_D* = {fit['R_D_star']:.3g}" in md and "best allocation under the constraint" in md
+    # effective tokens: one pass is fresh, 64 passes are worth about U (1 + R_D*)
+    cells = {c["key"]: c for c in summary["cells"]}
+    first = next(c for c in cells.values() if c["epochs"]["speech"] == 20 / 20)
+    assert first["effective_tokens"] == pytest.approx(first["tokens"])
+    many = next(c for c in cells.values() if c["epochs"]["speech"] == 64 and c["unique_tokens"] == 1e8)
+    assert many["effective_tokens"] == pytest.approx(1e8 * (1 + fit["R_D_star"] * (1 - math.exp(-63 / fit["R_D_star"]))))
+
+
+def test_report_section_without_repetition():
+    from analysis.document import to_markdown
+    from analysis.repetition_report import repetition_blocks, repetition_summary
+
+    summary = repetition_summary(_frame(False), n_bootstrap=0)
+    md = to_markdown(repetition_blocks(summary))
+    assert "No cell read any stream more than once" in md and not summary["repeats"]
+    assert repetition_summary(_frame(False).drop(columns=["epochs_speech"])) is None   # older runs: no section
