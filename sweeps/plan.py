@@ -127,21 +127,21 @@ def format_plan(plan: Plan) -> str:
     tuned_cols = (["lr"] if "lr" in plan.tuned_fields else []) + \
                  (["batch"] if "batch_tokens" in plan.tuned_fields else [])
     header = ["family", "member", "init", "setup"] + (["variant"] if show_variant else []) + \
-             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "mem/GPU", "GPUs"] + tuned_cols + \
-        ["epochs", "key"]
+             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "epochs", "mem/GPU", "GPUs"] + \
+        tuned_cols + ["key"]
     rows = []
     for c in plan.cells:
         row = [c.family, c.member, c.init, c.setup] + ([c.variant or "-"] if show_variant else [])
         row += [short_count(c.params.total), short_count(c.params.nonembedding), short_count(c.tokens),
-                f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}"]
+                f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}",
+                plan.epochs[c.key].text()]
         alloc = plan.allocations.get(c.key)
         row += [f"{_shown(alloc).total / GIB:.1f}G" if alloc else "-", _gpus_text(alloc)]
         row += ([f"{c.training.lr:.3g}"] if "lr" in plan.tuned_fields else []) + \
-               ([short_count(c.training.batch_tokens)] if "batch_tokens" in plan.tuned_fields else []) + \
-               [plan.epochs[c.key].text(), c.key]
+               ([short_count(c.training.batch_tokens)] if "batch_tokens" in plan.tuned_fields else []) + [c.key]
         rows.append(row)
     first_num = 5 if show_variant else 4
-    table = format_table(header, rows, set(range(first_num, first_num + 8 + len(tuned_cols))))
+    table = format_table(header, rows, set(range(first_num, first_num + 9 + len(tuned_cols))))
     ex = plan.study.executor
     gpu = ex.gpu_type if ex.peak_tflops is None else f"{ex.gpu_type} ({ex.peak_tflops:g} TFLOP/s)"
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
