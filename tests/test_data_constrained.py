@@ -7,9 +7,13 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.data_constrained import BaseLaw, constrained_allocation, fit_data_constrained
+from analysis.document import to_markdown
+from analysis.repetition_report import repetition_blocks, repetition_summary
+from analysis.study_fits import jsonable
 
 TRUE = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.35, "beta": 0.353}   # the paper's fitted base law
 R_D, R_N = 15.4, 5.3                                                           # and its R_D*, R_N*
@@ -129,8 +133,6 @@ def test_fit_command(tmp_path, cli):
 
 def _frame(repeat: bool):
     """A harvested frame of one speech-only group drawn from the known law (result.json's columns)."""
-    import pandas as pd
-
     N, D, U, L = noisy(3)
     if not repeat:
         keep = D <= U
@@ -142,10 +144,6 @@ def _frame(repeat: bool):
 
 
 def test_report_section_epochs_and_law():
-    from analysis.document import to_markdown
-    from analysis.repetition_report import repetition_blocks, repetition_summary
-    from analysis.study_fits import jsonable
-
     summary = jsonable(repetition_summary(_frame(True), n_bootstrap=40))
     md = to_markdown(repetition_blocks(summary))
     assert "## Data repetition: epochs per cell" in md and "speech 64" in md   # every cell's epochs
@@ -166,9 +164,6 @@ def test_report_section_epochs_and_law():
 
 
 def test_report_section_without_repetition():
-    from analysis.document import to_markdown
-    from analysis.repetition_report import repetition_blocks, repetition_summary
-
     summary = repetition_summary(_frame(False), n_bootstrap=0)
     md = to_markdown(repetition_blocks(summary))
     assert "No cell read any stream more than once" in md and not summary["repeats"]
