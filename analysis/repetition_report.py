@@ -10,15 +10,20 @@ shown per cell are summed stream by stream.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from analysis.data_constrained import PAPER, BaseLaw, constrained_allocation, effective_tokens, fit_data_constrained
-from analysis.document import Bullets, Heading, Para, Table
+from analysis.document import Bullets, Figure, Heading, Para, Table
 from analysis.errors import FitError
 
 STREAMS = ("text", "interleaved", "speech")
 REPEATS = 1.0 + 1e-9   # more passes than this over a stream is repetition
+FIGURE = "repetition.png"
+CAPTION = ("Effective tokens D' against tokens trained D, one point per cell, coloured by the most passes it made "
+           "over any stream; on the dotted line every token counts as fresh. Below it repeated tokens are "
+           "worth less (Muennighoff et al. 2023, with the group's fitted R_D* or, where not fitted, the paper's).")
 
 
 def _stream_cols(frame, prefix: str) -> list[str]:
@@ -110,6 +115,7 @@ def repetition_blocks(summary) -> list:
         blocks.append(Para("No cell read any stream more than once: every token was fresh, so the "
                            "data-constrained fit is not needed."))
         return blocks
+    blocks.append(Figure(FIGURE, "Effective tokens", CAPTION))
     blocks.append(Heading(3, "Data-constrained law: L = E + A/N'^alpha + B/D'^beta"))
     items = []
     for name, g in summary["groups"].items():
@@ -133,3 +139,41 @@ def repetition_blocks(summary) -> list:
             items.append(text)
     blocks.append(Bullets(tuple(items)))
     return blocks
+
+
+def draw_repetition(summary, out_dir) -> Path | None:
+    """repetition.png (one panel per group) when any cell repeats data; returns its path, else None."""
+    if not summary or not summary["repeats"]:
+        return None
+    import matplotlib  # heavy optional dependency: only when a report draws this figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["groups"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 3.9), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        cells = [c for c in summary["cells"] if c["group"] == name and not _nan(c["effective_tokens"])]
+        d = np.array([c["tokens"] for c in cells], dtype=float)
+        d_eff = np.array([c["effective_tokens"] for c in cells], dtype=float)
+        ep = np.array([max(c["epochs"].values()) if c["epochs"] else np.nan for c in cells], dtype=float)
+        if d.size:
+            pts = ax.scatter(d, d_eff, c=ep, cmap="viridis", norm=matplotlib.colors.LogNorm(
+                vmin=max(np.nanmin(ep), 1e-3), vmax=max(np.nanmax(ep), 1.0 + 1e-3)), edgecolor="k", linewidth=0.4)
+            lim = [min(d.min(), d_eff.min()) / 1.5, max(d.max(), d_eff.max()) * 1.5]
+            ax.plot(lim, lim, ":", color="gray")
+            fig.colorbar(pts, ax=ax, label="epochs (most repeated stream)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # minor labels collide over less than a decade
+                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        fitted = "fit" in summary["groups"][name]
+        r_d = summary["groups"][name]["fit"]["R_D_star"] if fitted else PAPER["R_D_star"]
+        ax.set_title(f"{name}: R_D* = {r_d:.3g} ({'fitted' if fitted else 'Muennighoff et al.'})", fontsize=9)
+        ax.set_xlabel("tokens trained D")
+        ax.set_ylabel("effective tokens D'")
+    fig.tight_layout()
+    path = Path(out_dir) / FIGURE
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

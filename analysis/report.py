@@ -19,7 +19,7 @@ from analysis.comparison import comparison_blocks, setup_comparison
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
 from analysis.reference import SIMS_FIGURE1
-from analysis.repetition_report import repetition_blocks, repetition_summary
+from analysis.repetition_report import draw_repetition, repetition_blocks, repetition_summary
 from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
@@ -297,6 +297,7 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     fits["figures"] = {file: CAPTIONS[file] for file, _ in FIGURES}
     # issue 22: epochs per cell and, when data repeats, the data-constrained law (analysis.repetition_report)
     fits["data_repetition"] = jsonable(repetition_summary(frame, params_col, loss_col, group_cols, n_bootstrap, seed))
+    draw_repetition(fits["data_repetition"], out)
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
     blocks = build_blocks(fits, title)
     (out / "report.md").write_text(to_markdown(blocks))

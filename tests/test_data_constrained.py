@@ -12,7 +12,7 @@ import pytest
 
 from analysis.data_constrained import BaseLaw, constrained_allocation, fit_data_constrained
 from analysis.document import to_markdown
-from analysis.repetition_report import repetition_blocks, repetition_summary
+from analysis.repetition_report import draw_repetition, repetition_blocks, repetition_summary
 from analysis.study_fits import jsonable
 
 TRUE = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.35, "beta": 0.353}   # the paper's fitted base law
@@ -143,7 +143,7 @@ def _frame(repeat: bool):
                          "unique_tokens_speech": U})
 
 
-def test_report_section_epochs_and_law():
+def test_report_section_epochs_and_law(tmp_path):
     summary = jsonable(repetition_summary(_frame(True), n_bootstrap=40))
     md = to_markdown(repetition_blocks(summary))
     assert "## Data repetition: epochs per cell" in md and "speech 64" in md   # every cell's epochs
@@ -155,6 +155,8 @@ def test_report_section_epochs_and_law():
     assert alloc["flops"] == pytest.approx(frame["flops"].max())                    # the largest budget
     assert alloc["unique_tokens"] == pytest.approx(frame["unique_tokens_speech"].median())
     assert f"R_D* = {fit['R_D_star']:.3g}" in md and "best allocation under the constraint" in md
+    png = draw_repetition(summary, tmp_path)
+    assert png.name == "repetition.png" and png.stat().st_size > 10_000 and "![Effective tokens](repetition.png)" in md
     # effective tokens: one pass is fresh, 64 passes are worth about U (1 + R_D*)
     cells = {c["key"]: c for c in summary["cells"]}
     first = next(c for c in cells.values() if c["epochs"]["speech"] == 20 / 20)
@@ -167,4 +169,5 @@ def test_report_section_without_repetition():
     summary = repetition_summary(_frame(False), n_bootstrap=0)
     md = to_markdown(repetition_blocks(summary))
     assert "No cell read any stream more than once" in md and not summary["repeats"]
+    assert draw_repetition(summary, ".") is None and "repetition.png" not in md
     assert repetition_summary(_frame(False).drop(columns=["epochs_speech"])) is None   # older runs: no section
