@@ -71,9 +71,17 @@ def cmd_sync(args: argparse.Namespace) -> None:
           + (f" to {redact_uri(args.uri or study.tracking.uri)}" if (args.uri or study.tracking.uri) else ""))
 
 
-def cmd_fit(args: argparse.Namespace) -> None:
+def cmd_fit(args: argparse.Namespace) -> int | None:
     from analysis.commands import fit_csv
+    from analysis.fitcsv import fit_data_constrained_csv
 
+    if args.base is not None and not args.data_constrained:
+        raise InputError("fit: --base needs --data-constrained (see fit --help)")
+    if args.data_constrained:
+        print(json.dumps(fit_data_constrained_csv(args.points, base=args.base, params_col=args.params_col,
+                                                  tokens_col=args.tokens_col, loss_col=args.loss_col,
+                                                  n_bootstrap=args.bootstrap, seed=args.seed), indent=1))
+        return None
     fit = fit_csv(args.points, params_col=args.params_col, tokens_col=args.tokens_col,
                          loss_col=args.loss_col, group_col=args.group_col, n_bootstrap=args.bootstrap,
                          seed=args.seed, approach=args.approach, flops_col=args.flops_col, window=args.window)
@@ -274,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "in N of the budget's best run (e.g. 4)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-constrained", action="store_true",
+                   help="fit R_D* and R_N* of Muennighoff et al.'s data-constrained law to a CSV with params, tokens, "
+                        "unique_tokens, loss (base law on the single-epoch rows unless --base); prints JSON with "
+                        "R_D_star, R_N_star, objective, intervals")
+    p.add_argument("--base", metavar="E,A,B,alpha,beta", help="with --data-constrained: the base law, given")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("submit", help="submit a study's cells (Slurm, local or debug), idempotently",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.data_constrained import BASE_NAMES, BaseLaw, fit_data_constrained
 from analysis.errors import FitError, InputError
 from analysis.fit_lnd import HUBER_DELTA, bootstrap_lnd, fit_lnd
 from analysis.identification import not_identified
@@ -24,7 +25,7 @@ def _plain(value):
 
 
 def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens", loss_col: str = "loss",
-                    group_col: str | None = "group", flops_col: str | None = None):
+                    group_col: str | None = "group", flops_col: str | None = None, extra_cols: tuple = ()):
     """Read and validate the CSV; returns a DataFrame with float params/tokens/loss columns.
 
     Raises InputError (one line naming the file) when the file is missing or unreadable, a
@@ -33,7 +34,7 @@ def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens"
     import pandas as pd
 
     path = Path(path)
-    need = [params_col, tokens_col, loss_col] + ([flops_col] if flops_col else [])
+    need = [params_col, tokens_col, loss_col] + ([flops_col] if flops_col else []) + list(extra_cols)
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a CSV with columns {','.join(need)})")
     try:
@@ -142,3 +143,34 @@ def fit_points_csv(path, params_col: str = "params", tokens_col: str = "tokens",
         except FitError as err:
             groups[str(name)] = {"error": f"{type(err).__name__}: {err}"}
     return {"groups": groups, **meta}
+
+
+def parse_base(text: str) -> BaseLaw:
+    """`E,A,B,alpha,beta` (five positive numbers) as a BaseLaw; InputError naming --base otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 5 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"--base: expected five positive numbers {','.join(BASE_NAMES)}, got {text!r}")
+    return BaseLaw(*values)
+
+
+def fit_data_constrained_csv(path, base: str | None = None, params_col: str = "params", tokens_col: str = "tokens",
+                             unique_col: str = "unique_tokens", loss_col: str = "loss", n_bootstrap: int = 200,
+                             seed: int = 0, delta: float = HUBER_DELTA) -> dict:
+    """Fit the data-constrained law (analysis.data_constrained) to a CSV with params, tokens, unique_tokens
+    and loss columns; `base` is `E,A,B,alpha,beta` or None (fitted on the single-epoch rows). Returns
+    {R_D_star, R_N_star, objective, intervals, identified, notes, base, n_points, ...}; InputError for a bad
+    file, a bad --base or a fit the rows cannot support."""
+    law = parse_base(base) if base is not None else None
+    frame = read_points_csv(path, params_col, tokens_col, loss_col, None, extra_cols=(unique_col,))
+    N, D, U, L = (frame[c].to_numpy() for c in (params_col, tokens_col, unique_col, loss_col))
+    try:
+        fit = fit_data_constrained(N, D, U, L, base=law, delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+    except FitError as err:
+        raise InputError(f"{path}: {err}") from None
+    out = fit.to_dict()
+    out["intervals"] = {p: {k: _clean(v) for k, v in iv.items()} for p, iv in out["intervals"].items()}
+    return {**out, "source": str(path), "params_col": params_col}

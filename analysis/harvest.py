@@ -27,7 +27,7 @@ SPEC_KEYS = (*LABEL_KEYS, "flops_convention")  # known from spec.json before the
 NUMERIC_KEYS = ("tokens", "tokens_budget", "flops", "cost_flops", "steps", "loss", "wall_seconds",
                 "tokens_per_second")
 SCALAR_KEYS = ("key", "study", *LABEL_KEYS, *NUMERIC_KEYS, "flops_convention", "mlflow_run_id")
-NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_", "n_pairs_")
+NUMERIC_PREFIXES = ("params_", "val_loss_", "eval_", "n_pairs_", "epochs_", "unique_tokens_")
 
 
 def _study_dirs(root: Path, study: str | None):
@@ -83,6 +83,10 @@ def apply_result(row: dict, res: dict) -> dict:
         row[f"eval_{k}"] = v
     for k, v in (res.get("eval_n") or {}).items():  # pair counts recorded with the scores win over manifests
         row[f"n_pairs_{k}"] = v
+    for k, v in (res.get("epochs") or {}).items():          # passes over each stream (issue 22)
+        row[f"epochs_{k}"] = v
+    for k, v in (res.get("unique_tokens") or {}).items():   # unique training tokens of each stream
+        row[f"unique_tokens_{k}"] = v
     return row
 
 
@@ -158,7 +162,8 @@ def harvest_results(root, study: str | None = None, keys=None):
     params_{total,embedding,nonembedding,output_head,new_rows,new_row_params,vocab_rows}, tokens,
     tokens_budget, flops, flops_convention, cost_flops, steps, loss, val_loss_{text,interleaved,speech},
     eval_<benchmark> (swuggy, sblimp, ssc, tsc always; others as found), n_pairs_<benchmark> (pairs behind
-    each accuracy: result.json's ``eval_n``, else the lines of the manifest spec.json names), wall_seconds,
+    each accuracy: result.json's ``eval_n``, else the lines of the manifest spec.json names),
+    epochs_<stream> and unique_tokens_<stream> (runs that record them), wall_seconds,
     tokens_per_second, mlflow_run_id. Unfinished runs have NaN results. ``keys`` (a set of cell
     keys) keeps only those run directories.
     Raises InputError naming the file for a missing root/study or unreadable JSON.

@@ -20,6 +20,7 @@ from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to
 from analysis.figures import FIGURES, draw_all
 from analysis.identification import describe
 from analysis.reference import SIMS_FIGURE1, drawable_spans
+from analysis.repetition_report import draw_repetition, repetition_blocks, repetition_summary
 from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
 REPORT_FILES = ("report.md", "report.html", "fits.json")
@@ -336,6 +337,7 @@ def build_blocks(fits: dict, title: str) -> list:
                Heading(2, "Approach 2: IsoFLOP vertices"), *_approach2_section(fits),
                Heading(2, "Laws in compute alone"), *_compute_laws_section(fits),
                Heading(2, "Extrapolation check"), *_extrapolation_section(fits),
+               *repetition_blocks(fits.get("data_repetition")),   # issue 22: epochs, data-constrained law
                Heading(2, "Refused fits"), *_refusal_section(fits),
                Heading(2, "Caveats"),
                Bullets(("Published laws count parameters and losses differently (Cuervo & Marxer: speech-only "
@@ -365,6 +367,9 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     fits = study_json(study, title)
     fits["setup_comparison"] = jsonable(setup_comparison(study, fits))
     fits["figures"] = captions
+    # epochs per cell and, when data repeats, the data-constrained law (analysis.repetition_report)
+    fits["data_repetition"] = jsonable(repetition_summary(frame, params_col, loss_col, group_cols, n_bootstrap, seed))
+    draw_repetition(fits["data_repetition"], out)
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
     blocks = build_blocks(fits, title)
     (out / "report.md").write_text(to_markdown(blocks))

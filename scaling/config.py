@@ -4,7 +4,7 @@ Defaults are the SIMS recipe (slp-rl/slamkit `train_inter_scale.yaml`, `scaling_
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional, Union
 
 from .typed_config import ConfigError, bounded
@@ -54,6 +54,37 @@ class DataConfig:
     interleave: Interleave = field(default_factory=Interleave)
     use_synthetic: bool = True
     cache_dir: Optional[str] = None
+    # unique tokens of the corpora, in total or per stream, for corpora not yet on disk (planning and
+    # analysis only: `plan` reads the packed-data cache when this is not given)
+    unique_tokens: Union[float, dict[str, float], None] = None
+    warn_epochs: float = bounded(4.0, gt=0)   # `plan` warns when a stream repeats more often than this
+
+    def check(self, path: str) -> None:
+        u = self.unique_tokens
+        if isinstance(u, dict):
+            if not u:
+                raise ConfigError(f"{path}.unique_tokens", "expected a number or a mapping of streams "
+                                                           f"({', '.join(STREAMS)}) to token counts, got {{}}")
+            for name, n in u.items():
+                if name not in STREAMS:
+                    raise ConfigError(f"{path}.unique_tokens.{name}", f"unknown stream; expected one of "
+                                                                      f"{', '.join(STREAMS)}")
+                if not n > 0:
+                    raise ConfigError(f"{path}.unique_tokens.{name}", f"expected a token count > 0, got {n:g}")
+        elif u is not None and not u > 0:
+            raise ConfigError(f"{path}.unique_tokens", f"expected a token count > 0, got {u:g}")
+
+
+# Data settings that inform planning and analysis but change nothing a cell computes: left out of the key
+PLANNING_ONLY = ("unique_tokens", "warn_epochs")
+
+
+def hashed_data(data: "DataConfig") -> dict:
+    """The data settings that enter the cell key."""
+    d = asdict(data)
+    for name in PLANNING_ONLY:
+        d.pop(name, None)
+    return d
 
 
 # Training settings that change how a cell runs but not what it computes: left out of the cell key
@@ -62,8 +93,6 @@ EXECUTION_ONLY = ("sharding", "cpu_offload")
 
 def hashed_training(training: "TrainingConfig") -> dict:
     """The training settings that enter the cell key."""
-    from dataclasses import asdict
-
     d = asdict(training)
     for name in EXECUTION_ONLY:
         d.pop(name, None)

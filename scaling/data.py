@@ -16,6 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -141,6 +142,31 @@ def tokenised_streams(vocab: SpeechVocab, data: DataConfig, wanted: set[str], ca
     return folder
 
 
+def cached_unique_tokens(vocab: SpeechVocab, data: DataConfig, context: int, val_tokens: int,
+                         cache_root: Path) -> Optional[dict[str, int]]:
+    """Unique training label tokens of each stream of `vocab.setup` (whole windows, after the held-out
+    tail), read from the packed-data cache's meta.json; None when the cache is not built yet."""
+    wanted = set(streams_for(vocab.setup, data))
+    meta = Path(cache_root) / _fingerprint(vocab, data, wanted) / "meta.json"
+    if not meta.exists():
+        return None
+    counts = json.loads(meta.read_text())
+    out = {}
+    for s in wanted:
+        n_train, n_val = counts["train"]["tokens"].get(s, 0), counts["val"]["tokens"].get(s, 0)
+        n_train -= _holdout(n_train, n_val, context, val_tokens)
+        out[s] = max((n_train - 1) // context, 0) * context
+    return out
+
+
+def _holdout(n_train: int, n_val: int, context: int, val_tokens: int) -> int:
+    """Tokens held out from the tail of a stream's training data when it has no val corpus."""
+    if n_val > 0 or n_train == 0:
+        return 0
+    # at most 10% of the stream, at least one window
+    return min(max(val_tokens, context + 1), max(n_train // 10, context + 1))
+
+
 def _load(path: Path) -> np.ndarray:
     if not path.exists() or path.stat().st_size == 0:
         return np.zeros(0, dtype=np.uint32)
@@ -161,6 +187,12 @@ class PackedData:
     def windows(self, stream: str, split: str = "train") -> int:
         arr = (self.train if split == "train" else self.val)[stream]
         return max((arr.size - 1) // self.context, 0)
+
+    def epochs_seen(self, pos: dict[str, int]) -> dict:
+        """Passes over each stream's training windows at read positions `pos` (1.5: one full epoch and half
+        a permutation of the next), and each stream's unique label tokens (whole windows)."""
+        return {"epochs": {s: pos[s] / self.windows(s) for s in pos},
+                "unique_tokens": {s: self.windows(s) * self.context for s in pos}}
 
     def _stream_of(self, j: int) -> str:
         block = j // _BLOCK
@@ -210,9 +242,8 @@ def prepare(vocab: SpeechVocab, data: DataConfig, context: int, seed: int, val_t
     train = {s: _load(folder / f"train-{s}.bin") for s in shares}
     val = {s: _load(folder / f"val-{s}.bin") for s in shares}
     for s in shares:
-        if val[s].size == 0 and train[s].size > 0:
-            # no val corpus: hold out the tail of the stream (at most 10% of it, at least one window)
-            hold = min(max(val_tokens, context + 1), max(train[s].size // 10, context + 1))
+        hold = _holdout(train[s].size, val[s].size, context, val_tokens)
+        if hold:  # no val corpus: hold out the tail of the stream
             val[s], train[s] = train[s][-hold:], train[s][:-hold]
     packed = PackedData(context, shares, train, val, seed)
     for s in shares:

@@ -415,6 +415,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             "compiled": compiled, "doc_mask": doc_mask, "fused_head": fused_head,
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }
+        result.update(data.epochs_seen(pos))  # issue 22: epochs and unique tokens of each stream
         lease.write_result(result)
         rd.update("DONE", interrupted=False)
         shutil.rmtree(rd.checkpoints, ignore_errors=True)  # model/ holds the final weights

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scaling import members as members_mod
-from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_training
+from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_data, hashed_training
 from scaling.errors import InputError
 from scaling.flops import flops_per_token
 from scaling.params import ParamCounts, count
@@ -261,7 +261,7 @@ def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], Var
     tuned_doc = None
     for variant in variants(study):
         data, training = variant.data, variant.training
-        shared = {"data": dataclasses.asdict(data), "training": hashed_training(training),
+        shared = {"data": hashed_data(data), "training": hashed_training(training),
                   "eval": dataclasses.asdict(variant.eval), "convention": convention}
         count_v = per_variant.setdefault(variant.name, VariantCount())
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"

@@ -10,6 +10,7 @@ from scaling.memory import GIB, USABLE, Allocation, Memory
 from scaling.spec import RunSpec
 
 from .cost import CostBasis, cell_allocation, estimate, gpu_memory_bytes
+from .epochs import CellEpochs, EpochCounter, epochs_note
 from .grid import VariantCount, expand, expand_counted, load_tuned_law, tuned_fields, variants
 from .keys import short_count
 from .preflight import preflight
@@ -29,6 +30,7 @@ class Plan:
     allocations: dict[str, Allocation] = field(default_factory=dict)
     # variant (None: base) -> cells it gives and how many equal earlier cells (planned once)
     variant_counts: dict[Optional[str], VariantCount] = field(default_factory=dict)
+    epochs: dict[str, CellEpochs] = field(default_factory=dict)   # cell key -> epochs of each stream
 
     @property
     def total_gpu_hours(self) -> float:
@@ -50,7 +52,9 @@ def make_plan(study: Study) -> Plan:
         alloc = cell_allocation(study, c, cache)
         if alloc is not None:
             allocations[c.key] = alloc
-    return Plan(study, cells, hours, basis, tuned, fields, allocations, counted)
+    counter = EpochCounter(study)
+    epochs = {c.key: counter(c) for c in cells}
+    return Plan(study, cells, hours, basis, tuned, fields, allocations, counted, epochs)
 
 
 def _shown(alloc: Allocation) -> Memory:
@@ -95,7 +99,7 @@ def cell_rows(plan: Plan) -> list[dict]:
             "flops_convention": c.flops_convention, "cost_flops": c.cost_flops,
             "gpu_hours": plan.gpu_hours[c.key], "gpus": plan.basis.gpus_per_cell,
             "lr": c.training.lr, "min_lr": c.training.min_lr, "batch_tokens": c.training.batch_tokens,
-            **_memory_fields(plan.allocations.get(c.key)),
+            **_memory_fields(plan.allocations.get(c.key)), **_epoch_fields(plan.epochs.get(c.key)),
         })
     return out
 
@@ -115,31 +119,42 @@ def _memory_fields(alloc: Optional[Allocation]) -> dict:
             "gpus_allocated": alloc.gpus, "nodes": alloc.nodes}
 
 
+def _epoch_fields(e: Optional[CellEpochs]) -> dict:
+    """Epochs and unique tokens per stream ("all" for a declared total; None where unknown)."""
+    if e is None:
+        return {"epochs": None, "epochs_max": None, "unique_tokens": None, "unique_tokens_source": None}
+    return {"epochs": e.epochs, "epochs_max": e.max, "unique_tokens": e.unique_tokens,
+            "unique_tokens_source": e.source}
+
+
 def format_plan(plan: Plan) -> str:
     """The human table and totals."""
     show_variant = any(c.variant for c in plan.cells)
     tuned_cols = (["lr"] if "lr" in plan.tuned_fields else []) + \
                  (["batch"] if "batch_tokens" in plan.tuned_fields else [])
     header = ["family", "member", "init", "setup"] + (["variant"] if show_variant else []) + \
-             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "mem/GPU", "GPUs"] + tuned_cols + ["key"]
+             ["params", "non-emb", "tokens", "tok/param", "FLOPs", "GPU-h", "epochs", "mem/GPU", "GPUs"] + \
+        tuned_cols + ["key"]
     rows = []
     for c in plan.cells:
         row = [c.family, c.member, c.init, c.setup] + ([c.variant or "-"] if show_variant else [])
         row += [short_count(c.params.total), short_count(c.params.nonembedding), short_count(c.tokens),
-                f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}"]
+                f"{c.tokens / c.params.total:.3g}", f"{c.flops:.3g}", f"{plan.gpu_hours[c.key]:.3g}",
+                plan.epochs[c.key].text()]
         alloc = plan.allocations.get(c.key)
         row += [f"{_shown(alloc).total / GIB:.1f}G" if alloc else "-", _gpus_text(alloc)]
         row += ([f"{c.training.lr:.3g}"] if "lr" in plan.tuned_fields else []) + \
                ([short_count(c.training.batch_tokens)] if "batch_tokens" in plan.tuned_fields else []) + [c.key]
         rows.append(row)
     first_num = 5 if show_variant else 4
-    table = format_table(header, rows, set(range(first_num, first_num + 8 + len(tuned_cols))))
+    table = format_table(header, rows, set(range(first_num, first_num + 9 + len(tuned_cols))))
     ex = plan.study.executor
     gpu = ex.gpu_type if ex.peak_tflops is None else f"{ex.gpu_type} ({ex.peak_tflops:g} TFLOP/s)"
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
               f"{plan.total_gpu_hours:,.4g} {gpu} GPU-hours ({plan.basis.describe()}; "
               f"cost counts 6ND + attention FLOPs)")
     totals += _memory_totals(plan) + _repeats(plan)
+    totals += "\n" + epochs_note(plan.study, [plan.epochs[c.key] for c in plan.cells])
     if plan.tuned is not None:
         from analysis.lr_law import describe_law
 

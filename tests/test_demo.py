@@ -86,6 +86,10 @@ def test_demo_builds_then_reuses_every_stage(tmp_path, monkeypatch):
     assert comp["pairs"] and comp["summary"][0].startswith("At equal compute")
     md = first.report_md.read_text()
     assert "## Interleaved against textless at equal compute" in md
+    # the report says how many epochs of each stream every cell saw (issue 22)
+    rep = fits["data_repetition"]
+    assert len(rep["cells"]) == 6 and all(c["epochs"] and min(c["epochs"].values()) > 0 for c in rep["cells"])
+    assert "## Data repetition: epochs per cell" in md
     assert first.mlflow_command and "launch.py ui" in first.mlflow_command
     assert any(l.startswith("MLflow UI on this study:") for l in lines)
     assert any(l.startswith("report:") for l in lines)
