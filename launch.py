@@ -60,11 +60,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
-    from scaling.tracking import redact_uri, sync_all
+    from common.mlflow_contract import redact_uri
+    from sweeps.publish import sync
     from sweeps.study import load_study
 
     study = load_study(args.study, root=args.root)
-    written = sync_all(study.study_dir, uri=args.uri or study.tracking.uri, experiment=study.tracking.experiment)
+    written = sync(study, uri=args.uri)
     for key, n in written.items():
         print(f"{key}: {n} metric points written")
     print(f"synced {len(written)} run(s) of {study.name}"
@@ -153,18 +154,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from analysis.commands import report_study
-    from scaling.tracking import default_uri
-    from sweeps.membership import not_in_study_note, select_cells
+    from sweeps.membership import not_in_study_note
+    from sweeps.publish import report
 
     study = _study(args)
-    _, keys, _ = select_cells(study, args.all_cells)
-    uri = None
-    if study.tracking.enabled and not args.no_mlflow:
-        uri = study.tracking.uri or default_uri(study.study_dir.resolve())
-    out = report_study(study.study_dir, out_dir=args.out, tracking_uri=uri,
-                       experiment=study.tracking.experiment or study.name, params_col=args.params_col,
-                       loss_col=args.loss_col, n_bootstrap=args.bootstrap, cell_keys=keys)
+    out = report(study, out_dir=args.out, mlflow=not args.no_mlflow, params_col=args.params_col,
+                 loss_col=args.loss_col, n_bootstrap=args.bootstrap, all_cells=args.all_cells)
     if out["not_in_study"]:
         print(not_in_study_note(out["not_in_study"]))
     print(f"report of {out['n_runs']} runs: {out['report_md']}\n  {out['report_html']}\n  {out['fits_json']}")
@@ -203,7 +198,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sweeps.demo import DEFAULT_STUDY, run_demo
+    from demo.stages import DEFAULT_STUDY, run_demo
 
     try:
         run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))

@@ -18,23 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from analysis.errors import InputError
+from common.mlflow_contract import (CELL_KIND, FINAL_PREFIX, KIND_TAG, MAX_TAG_LENGTH, NOTE_TAG, REPORT_RUN_NAME,
+                                    RUN_DIR_TAG, STATUS_TO_STATE, ensure_experiment, redact_uri)
 from analysis.harvest import SPEC_KEYS, apply_labels, apply_result, empty_row, tidy_frame
 
-FINAL_PREFIX = "final/"
-REPORT_RUN_NAME = "report"
-REPORT_TAG = ("kind", "report")
-CELL_KIND = "cell"          # cell runs carry kind=cell (older ones no kind); report / tune runs are skipped
-NOTE_TAG = "mlflow.note.content"   # the description the MLflow UI shows (runs and experiments)
-REPORT_LINE = "**Report**:"        # the experiment description's report line (scaling.tracking writes it too)
-MAX_NOTE = 8000                    # MLflow's limit on a run tag value
-RUN_DIR_TAG = "slm.run_dir"
-STATUS_TO_STATE = {"FINISHED": "DONE", "FAILED": "FAILED", "KILLED": "FAILED", "RUNNING": "RUNNING",
-                   "SCHEDULED": "PENDING"}
-
-
-def _safe_uri(uri: str) -> str:
-    """The URI without user:password@ (for messages)."""
-    return re.sub(r"//[^/@\s]*@", "//", str(uri))
+REPORT_TAG = (KIND_TAG, "report")
+MAX_NOTE = MAX_TAG_LENGTH
 
 
 def _client(uri: str):
@@ -97,7 +86,7 @@ def harvest_mlflow(uri: str, experiment: str):
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise InputError(f"{_safe_uri(uri)}: no MLflow experiment named {experiment!r}")
+        raise InputError(f"{redact_uri(uri)}: no MLflow experiment named {experiment!r}")
     rows = []
     for run in _search_all(client, exp.experiment_id):
         tags = run.data.tags
@@ -164,24 +153,6 @@ def report_metrics(fits: dict) -> dict:
     return {k: _num(v) for k, v in out.items() if _num(v) is not None}
 
 
-def _artifact_root(uri: str) -> str | None:
-    """For a sqlite:/// store, artifacts beside the database file (MLflow's default is ./mlruns
-    under whatever directory the process happens to run in)."""
-    if not str(uri).startswith("sqlite:///"):
-        return None
-    db = Path(str(uri)[len("sqlite:///"):])
-    return (db.resolve().parent / "mlartifacts").as_uri()
-
-
-def _experiment_id(client, name: str, uri: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return client.create_experiment(name, artifact_location=_artifact_root(uri))
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
-
-
 def _report_note(out: Path, fits: dict) -> str:
     """The report run's description: report.md up to its figures section (the figures are artifacts),
     cut to MLflow's tag limit."""
@@ -195,15 +166,6 @@ def _report_note(out: Path, fits: dict) -> str:
     return text
 
 
-def _link_report(client, exp_id: str, run_id: str, experiment: str) -> None:
-    """Point the experiment description's report line at ``run_id`` (added when missing)."""
-    note = client.get_experiment(exp_id).tags.get(NOTE_TAG) or f"**slm-scaling study `{experiment}`**"
-    line = (f"{REPORT_LINE} [the newest report run](#/experiments/{exp_id}/runs/{run_id}) "
-            "(report.md, report.html, fits.json and the figures are its artifacts).")
-    paras = [p for p in note.split("\n\n") if not p.startswith(REPORT_LINE)]
-    client.set_experiment_tag(exp_id, NOTE_TAG, "\n\n".join(paras + [line]))
-
-
 def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     """Log a written report as a new MLflow run named ``report`` (tag kind=report); return its id.
 
@@ -212,8 +174,8 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     (params_col, loss_col, group_cols, groups, title) params. Each call creates a new run, so
     earlier reports stay browsable; the newest is the latest run tagged kind=report. The
     experiment is created if missing (for sqlite:/// stores with artifacts beside the database).
-    The run's description is report.md's text; the experiment description's report line then links
-    to this run.
+    The run's description is report.md's text (the study's dashboard, which links the newest report,
+    is sweeps.dashboard's).
     """
     from mlflow.entities import Metric, Param
 
@@ -222,7 +184,7 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     if not files:
         raise InputError(f"{out}: no report files to log")
     client = _client(uri)
-    exp_id = _experiment_id(client, experiment, uri)
+    exp_id = ensure_experiment(client, experiment, f"slm-scaling study {experiment}", uri)
     run = client.create_run(exp_id, run_name=REPORT_RUN_NAME,
                             tags={REPORT_TAG[0]: REPORT_TAG[1], "study": str(experiment),
                                   "n_runs": str(fits.get("n_runs", "?")), NOTE_TAG: _report_note(out, fits)})
@@ -242,5 +204,4 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    _link_report(client, exp_id, run_id, str(experiment))
     return run_id

@@ -46,92 +46,27 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 from common import rundir
+from common.mlflow_contract import (DASHBOARD_VIEW, END_STATE, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_PREFIX,
+                                    KIND_TAG, MAX_KEY_LENGTH, MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH,
+                                    MAX_PARAMS_PER_BATCH, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, REPORT_LINE,
+                                    RUN_DIR_TAG, STATE_TAG, STATUSES, VIEW_KEY, VIEW_TAG, artifact_location, clip,
+                                    default_uri, ensure_experiment, error_code, redact_text, redact_uri)
 from common.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-try:  # MLflow 3: 6000 chars; fall back to that if the private constant moves
-    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-except ImportError:  # pragma: no cover
-    MAX_PARAM_VAL_LENGTH = 6000
-MAX_KEY_LENGTH = 250            # MLflow's limit on param, metric and tag names
-MAX_TAG_LENGTH = 8000           # MLflow's limit on run tag values
-MAX_PARAMS_PER_BATCH = 100      # log_batch limits
-MAX_METRICS_PER_BATCH = 1000
 QUEUE_SIZE = 10_000             # metrics.jsonl lines a mirror holds in memory before it drops (and replays)
 BATCH_WINDOW_S = 1.0            # the sender sends what is queued at most this often (finish flushes at once)
 
 RECORD_NAME = "mlflow.json"
-FINAL_PREFIX = "final/"
-NOTE_TAG = "mlflow.note.content"   # what the MLflow UI shows as the experiment description
-RUN_DIR_TAG = "slm.run_dir"
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Keys of a metrics.jsonl line that are not mirrored as metrics: `tokens` is the MLflow step itself.
 NOT_METRICS = frozenset({"tokens", "time", "timestamp"})
 SPEC_TAG_KEYS = ("key", "study", "family", "member", "setup", "init", "variant", "flops_convention")
-KIND_TAG = "kind"              # cell | report | tune | tune-trial
-STATE_TAG = "state"            # RUNNING / DONE / FAILED / INTERRUPTED (PENDING before a first start)
-PARENT_TAG = "mlflow.parentRunId"   # nests a tune trial under its tune run in the UI
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # the MLflow 3 UI: a classic runs table, no type prompt
-EXPERIMENT_KIND = "custom_model_development"
-REPORT_LINE = "**Report**:"    # the description's report line (analysis.mlflow_io writes the same)
-# A saved runs-table view of the MLflow UI (an experiment tag the UI reads when the page URL carries
-# `viewStateShareKey=<VIEW_KEY>`): the cell tags and losses as columns, newest runs first.
-VIEW_KEY = "slm-scaling"
-VIEW_TAG = "mlflow.sharedViewState." + VIEW_KEY
-VIEW_COLUMNS = tuple(f"tags.`{t}`" for t in ("state", "family", "member", "init", "setup", "tokens_budget",
-                                             "flops")) + ("metrics.`loss`", "metrics.`val_loss/speech`")
-DASHBOARD_VIEW = json.dumps({"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
-                             "selectedColumns": list(VIEW_COLUMNS), "runsHiddenMode": "SHOW_ALL"})
-END_STATE = {"FINISHED": "DONE", "FAILED": "FAILED", "KILLED": "INTERRUPTED"}
-STUDY_HEADER = "**slm-scaling study "   # how study_description starts
-_PLAIN_DESCRIPTION = re.compile(r"slm-scaling study \S*")   # the one-line default (dispatch, train)
-
-# --------------------------------------------------------------------------------------------------
-# Secrets
-
-
-_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>,;]+")
-_QUERY_PARAM = re.compile(r"([?&][\w.\-]+)=([^&\s'\"#/]*)")
-_SECRET_PARAM = re.compile(
-    r"token|secret|passw|pwd|signature|^sig$|credential|api[-_]?key|^key$|access[-_]?key|auth",
-    re.IGNORECASE)
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` without `user:password@` and without query parameters that carry secrets (`token`,
-    `access_token`, `api_key`, `password`, `sig`, ...). Anything that is not a URI is returned as is."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return re.sub(r"//[^/@\s]*@", "//", uri)
-    netloc = parts.netloc.rpartition("@")[2]
-    pairs = [p for p in parts.query.split("&") if p]
-    kept = [p for p in pairs if not _SECRET_PARAM.search(p.split("=", 1)[0])]
-    if netloc == parts.netloc and len(kept) == len(pairs):
-        return uri  # untouched: don't let urlunsplit re-spell e.g. sqlite:////abs/path
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """`text` with every URI in it passed through `redact_uri`, and the value of any other secret-named
-    query parameter (`...?token=...` in an error message) replaced by `***`: for params, tags, logs."""
-    text = _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
-    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}=***" if _SECRET_PARAM.search(m.group(1).lstrip("?&"))
-                            else m.group(0), text)
-
-
 # --------------------------------------------------------------------------------------------------
 # Conversions
-
-
-def default_uri(study_dir: Path) -> str:
-    """The laptop default: an SQLite file in the study directory (`sqlite:///<abs study_dir>/mlflow.db`)."""
-    return f"sqlite:///{Path(study_dir).resolve()}/mlflow.db"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -143,7 +78,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict) and v:
             out.update(flatten(v, key))
         else:
-            out[_clean_key(key)] = _clip(redact_text(v if isinstance(v, str) else _to_json(v)),
+            out[_clean_key(key)] = clip(redact_text(v if isinstance(v, str) else _to_json(v)),
                                          MAX_PARAM_VAL_LENGTH)
     return out
 
@@ -254,85 +189,6 @@ def state_tags(run_dir: Path, state: Optional[str] = None) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v not in (None, "")}
 
 
-def study_description(study_dir: Path, name: str, experiment_id: Optional[str] = None,
-                      report_run_id: Optional[str] = None) -> str:
-    """The experiment's description in the MLflow UI (markdown): the study's grid summarised from the
-    spec.json files of its run directories, how its runs are tagged, and the report line."""
-    specs = []
-    for path in sorted(Path(study_dir).glob("*/spec.json")):
-        spec = _read_json(path)
-        if spec and spec.get("key"):
-            specs.append(spec)
-    lines = [f"{STUDY_HEADER}`{name}`**" + (f": {_grid_summary(specs)}" if specs else ".")]
-    lines.append(f"Run directories (the source of truth): `{Path(study_dir).resolve()}`.")
-    lines.append("Each cell is a run named by its key, tagged `kind = cell`, family, member, init, setup, variant, "
-                 "tokens_budget, flops, params and state (RUNNING / DONE / FAILED / INTERRUPTED); filter e.g. "
-                 "`tags.setup = 'textless' and tags.state = 'DONE'`. Metrics are stepped by tokens seen: loss, lr, "
-                 "tokens_per_second, val_loss/<stream>, eval/<benchmark>, final/... .")
-    lines.append(report_line(experiment_id, report_run_id))
-    return "\n\n".join(lines)
-
-
-def report_line(experiment_id: Optional[str], report_run_id: Optional[str]) -> str:
-    """The description's report line: a link to the report run, or how to make one."""
-    if experiment_id and report_run_id:
-        return (f"{REPORT_LINE} [the newest report run](#/experiments/{experiment_id}/runs/{report_run_id}) "
-                "(report.md, report.html, fits.json and the figures are its artifacts).")
-    return f"{REPORT_LINE} none yet (`launch.py report STUDY` logs one as a run named `report`)."
-
-
-def _grid_summary(specs: list[dict]) -> str:
-    def uniq(key):
-        return list(dict.fromkeys(str(s[key]) for s in specs if s.get(key)))
-
-    members: dict[str, dict[str, float]] = {}
-    for s in specs:
-        total = (s.get("params") or {}).get("total") if isinstance(s.get("params"), dict) else None
-        members.setdefault(str(s.get("family")), {})[str(s.get("member"))] = total or 0
-    fams = "; ".join(f"`{f}` ({', '.join(sorted(m, key=lambda k: m[k]))})" for f, m in members.items())
-    flops = sorted({float(f"{s['flops']:.3g}") for s in specs if _is_number(s.get("flops"))})
-    tokens = [s["tokens"] for s in specs if _is_number(s.get("tokens"))]
-    parts = [f"{len(specs)} cells", f"famil{'y' if len(members) == 1 else 'ies'} {fams}",
-             f"setup {', '.join(uniq('setup'))}", f"init {', '.join(uniq('init'))}"]
-    if uniq("variant"):
-        parts.append(f"variants {', '.join(uniq('variant'))}")
-    if flops:
-        conv = ", ".join(uniq("flops_convention")) or "6ND"
-        parts.append(f"compute {', '.join(f'{c:.3g}' for c in flops)} FLOPs ({conv})" if len(flops) <= 8
-                     else f"compute {flops[0]:.3g} to {flops[-1]:.3g} FLOPs in {len(flops)} budgets ({conv})")
-    if tokens:
-        from .fmt import short_count
-        lo, hi = short_count(min(tokens)), short_count(max(tokens))
-        parts.append(f"{lo} tokens" if lo == hi else f"{lo} to {hi} tokens")
-    return "; ".join(parts) + "."
-
-
-def _stale(note: str, study_dir: Path) -> bool:
-    """True if `note` is a study description of ours whose cell count is not the number of run dirs
-    in `study_dir` now (written before the grid's run dirs existed, or before the grid grew)."""
-    if not note.startswith(STUDY_HEADER):
-        return False  # somebody's own description: keep it
-    m = re.search(r": (\d+) cells;", note.split("\n", 1)[0])
-    return (int(m.group(1)) if m else 0) != sum(1 for _ in Path(study_dir).glob("*/spec.json"))
-
-
-def _study_dir(run_dir: Path, study: Optional[str]) -> Optional[Path]:
-    """The study directory holding `run_dir`: its parent (`<root>/<study>/<key>`), or for a run dir
-    nested deeper (a tuning trial's `<study dir>/tune/<member>/<n>`) the nearest ancestor named after
-    the study; None if there is none."""
-    run_dir = Path(run_dir).resolve()
-    if not study:
-        return run_dir.parent
-    return next((d for d in run_dir.parents if d.name == study), None)
-
-
-def _newest_report(client, experiment_id: str) -> Optional[str]:
-    """Id of the newest finished run tagged kind=report in the experiment, or None."""
-    runs = client.search_runs([experiment_id], f"tags.{KIND_TAG} = 'report' and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -342,10 +198,6 @@ def _to_json(v: Any) -> str:
         return json.dumps(v, default=str)
     except ValueError:  # circular structures: still never fail
         return str(v)
-
-
-def _clip(s: str, limit: int) -> str:
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _clean_key(key: str) -> str:
@@ -436,73 +288,6 @@ def _set_http_defaults() -> None:
         os.environ.setdefault(name, value)  # a user's own setting wins
 
 
-def _error_code(exc: Exception) -> str:
-    return str(getattr(exc, "error_code", ""))
-
-
-def artifact_location(uri: str) -> Optional[str]:
-    """Beside a SQLite store, `<its folder>/mlartifacts` (else MLflow would use ./mlruns of whatever
-    directory a job runs in); None for servers, which choose their own."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def _ensure_experiment(client, name: str, description=None, uri: Optional[str] = None) -> str:
-    """Id of the experiment called `name`, created (or restored) if needed, tagged as a classic
-    (custom model development) experiment with the dashboard view (`VIEW_TAG`) for the MLflow 3 UI,
-    with its description set:
-
-    - a string replaces a different description, except the one-line default `slm-scaling study NAME`,
-      which is only written where there is none (it never replaces a fuller description);
-    - a callable `description(experiment_id, current description or None) -> str or None` decides
-      (None keeps the current one)."""
-    from mlflow.exceptions import MlflowException
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: DASHBOARD_VIEW}
-        if isinstance(description, str) and description:
-            tags[NOTE_TAG] = description
-        try:
-            exp_id = client.create_experiment(name, tags=tags,
-                                              artifact_location=artifact_location(uri) if uri else None)
-        except MlflowException as e:  # another job created it between our two calls
-            if _error_code(e) != "RESOURCE_ALREADY_EXISTS":
-                raise
-        else:
-            text = description(exp_id, None) if callable(description) else None
-            if text:
-                _set_experiment_tag(client, exp_id, NOTE_TAG, text)
-            return exp_id
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise MlflowException(f"experiment {name!r} vanished")
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    current = exp.tags.get(NOTE_TAG)
-    plain_now = not current or bool(_PLAIN_DESCRIPTION.fullmatch(current))
-    text = None
-    if callable(description):
-        text = description(exp.experiment_id, current)
-    elif description and (plain_now or not _PLAIN_DESCRIPTION.fullmatch(description)):
-        text = description
-    if text and current != text:
-        _set_experiment_tag(client, exp.experiment_id, NOTE_TAG, text)
-    for key, value in ((EXPERIMENT_KIND_TAG, EXPERIMENT_KIND), (VIEW_TAG, DASHBOARD_VIEW)):
-        if key not in exp.tags:  # a user's own choice stays
-            client.set_experiment_tag(exp.experiment_id, key, value)
-    return exp.experiment_id
-
-
-def _set_experiment_tag(client, experiment_id: str, key: str, value: str) -> None:
-    client.set_experiment_tag(experiment_id, key, _clip(redact_text(value), 20000))
-
-
-def describe_experiment(client, experiment_id: str, name: str, study_dir: Path) -> str:
-    """The study description with the newest report run linked (see `study_description`)."""
-    return study_description(study_dir, name, experiment_id, _newest_report(client, experiment_id))
-
-
 def _existing_run(client, run_id: Optional[str]):
     """The live run `run_id` on this server, or None if it does not exist (or was deleted).
     Network errors raise: they must not be mistaken for "no such run"."""
@@ -512,7 +297,7 @@ def _existing_run(client, run_id: Optional[str]):
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
-        if _error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+        if error_code(e) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
     return None if run.info.lifecycle_stage == "deleted" else run
@@ -551,17 +336,24 @@ def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, 
 def _set_run_tags(client, run_id: str, tags: dict) -> None:
     """Set run tags in one request (values redacted and clipped; empty ones skipped)."""
     from mlflow.entities import RunTag
-    entities = [RunTag(_clean_key(str(k)), _clip(redact_text(str(v)), MAX_TAG_LENGTH))
+    entities = [RunTag(_clean_key(str(k)), clip(redact_text(str(v)), MAX_TAG_LENGTH))
                 for k, v in tags.items() if v not in (None, "")]
     if entities:
         client.log_batch(run_id, tags=entities)
 
 
 def _log_params(client, run_id: str, params: dict) -> None:
+    """Log the run's params; a concurrent logger of the same params (two creators of one cell's run that
+    both adopted the oldest) makes the store refuse a duplicate key: fine when the values are ours."""
     from mlflow.entities import Param
     entities = [Param(k, v) for k, v in flatten(params).items()]
     for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=chunk)
+        try:
+            client.log_batch(run_id, params=chunk)
+        except Exception:
+            have = client.get_run(run_id).data.params
+            if any(have.get(p.key) != p.value for p in chunk):
+                raise
 
 
 def _log_metric_entities(client, run_id: str, entities: list) -> None:
@@ -623,9 +415,9 @@ class Mirror:
     The run's `state` tag follows it (RUNNING at start, DONE / FAILED / INTERRUPTED at finish) and
     `executor` / `job_id` come from state.json. The MLflow run of a cell is found by its `key` tag
     before any create, so a retried create, a requeue or a run made up front (`ensure_cell_run`) never
-    leaves the cell with two runs. `experiment_description` None or the one-line default
-    `slm-scaling study NAME` means: describe the study from the run dirs beside this one
-    (`study_description`) where the experiment has no fuller description yet."""
+    leaves the cell with two runs. `experiment_description` is written only when the mirror creates the
+    experiment (the study's dashboard is sweeps.dashboard's, written once per submit, sync and report,
+    never by a cell)."""
 
     def __init__(self, run_dir: Path, uri: str, experiment: str, run_name: str,
                  tags: Optional[dict[str, str]] = None, params: Optional[dict] = None,
@@ -639,16 +431,6 @@ class Mirror:
         self.tags = dict(tags or {})
         self.params = dict(params or {})
         self.experiment_description = experiment_description
-        study_dir = _study_dir(self.run_dir, self.params.get("study"))
-        if study_dir is not None and (not experiment_description
-                                      or _PLAIN_DESCRIPTION.fullmatch(experiment_description)):
-            def describe(exp_id: str, current: Optional[str]) -> Optional[str]:
-                if current and not _PLAIN_DESCRIPTION.fullmatch(current) and not _stale(current, study_dir):
-                    return None
-                return describe_experiment(self._client_for_description, exp_id, experiment, study_dir)
-
-            self.experiment_description = describe
-        self._client_for_description = None
         self.backoff_s = backoff_s
         self.finish_timeout_s = finish_timeout_s
         self._client = None
@@ -718,7 +500,7 @@ class Mirror:
         if not self._ready():
             return False
         from mlflow.entities import RunTag
-        entities = [RunTag(_clean_key(str(k)), _clip(redact_text(str(v)), MAX_TAG_LENGTH))
+        entities = [RunTag(_clean_key(str(k)), clip(redact_text(str(v)), MAX_TAG_LENGTH))
                     for k, v in tags.items()]
         return self._try(lambda: self._client.log_batch(self._run_id, tags=entities), "set_tags")
 
@@ -845,11 +627,10 @@ class Mirror:
         with this cell's key, or create it; raises."""
         from mlflow import MlflowClient
         client = MlflowClient(tracking_uri=self.uri)
-        self._client_for_description = client
         run = _existing_run(client, read_record(self.run_dir).get("run_id"))
         live = state_tags(self.run_dir, "RUNNING" if reopen else None)
         if run is None:
-            self._experiment_id = _ensure_experiment(client, self.experiment, self.experiment_description,
+            self._experiment_id = ensure_experiment(client, self.experiment, self.experiment_description,
                                                      self.uri)
             run = _find_cell_run(client, self._experiment_id, self.tags.get("key"), self.run_dir)
         if run is not None:  # a requeued or resumed job, a retried create, a run made at submit
@@ -863,7 +644,7 @@ class Mirror:
         else:
             tags = {RUN_DIR_TAG: str(self.run_dir.resolve()), **live,
                     **{k: v for k, v in self.tags.items() if v not in (None, "")}}
-            tags = {_clean_key(k): _clip(redact_text(str(v)), MAX_TAG_LENGTH) for k, v in tags.items()}
+            tags = {_clean_key(k): clip(redact_text(str(v)), MAX_TAG_LENGTH) for k, v in tags.items()}
             self._run_id = client.create_run(self._experiment_id, tags=tags,
                                              run_name=redact_text(self.run_name)).info.run_id
             # two creators that both searched before either created: the oldest run wins everywhere
@@ -997,18 +778,9 @@ def _sync(run_dir: Path, uri: Optional[str], experiment: Optional[str]) -> tuple
 
 
 def sync_all(study_dir: Path, uri: Optional[str] = None, experiment: Optional[str] = None) -> dict[str, int]:
-    """`sync` every run directory (a folder with spec.json) of a study, then rewrite the experiment's
-    description from the run dirs (and the newest report run); {cell key: points written}."""
-    written, mirror = {}, None
-    for d in _run_dirs(Path(study_dir)):
-        written[d.name], mirror = _sync(d, uri, experiment)
-    if mirror is not None and mirror._experiment_id:
-        client = mirror._client
-        text = describe_experiment(client, mirror._experiment_id, mirror.experiment, Path(study_dir))
-        if client.get_experiment(mirror._experiment_id).tags.get(NOTE_TAG) != text:
-            _set_experiment_tag(client, mirror._experiment_id, NOTE_TAG, text)
-    return written
+    """`sync` every run directory of a study; {cell key: points written}."""
+    return {d.name: _sync(d, uri, experiment)[0] for d in _run_dirs(Path(study_dir))}
 
 
 def _run_dirs(study_dir: Path) -> Iterable[Path]:
-    return sorted(p.parent for p in study_dir.glob("*/spec.json"))
+    return sorted(p for p in study_dir.iterdir() if RunDir(p).exists()) if study_dir.is_dir() else []

@@ -20,13 +20,14 @@ from typing import Callable, Iterator, Optional
 import submitit
 
 from common.locks import FileLock, LockBusy, describe_holder, holder_info
+from common.mlflow_contract import default_uri
 from common.rundir import RunDir, TransitionError
-from scaling import tracking
 from scaling.spec import RunSpec
 
 from . import scheduler
 from .cell_job import CellJob
 from .cost import cell_allocation
+from .dashboard import write_dashboard
 from .study import Study, StudyError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
@@ -196,18 +197,10 @@ def check_tracking(study: Study, kind: str) -> None:
 
 
 def prepare_tracking(study: Study) -> None:
-    """Create the experiment (and a SQLite schema) once, before many jobs race to do it."""
-    if not study.tracking.enabled:
-        return
-    uri = study.tracking.uri or tracking.default_uri(study.study_dir)
-    try:
-        from mlflow import MlflowClient   # heavy: imported only when a study tracks
-
-        tracking._ensure_experiment(MlflowClient(tracking_uri=uri), study.tracking.experiment or study.name,
-                                    f"slm-scaling study {study.name}", uri)
-    except Exception as e:  # the jobs' own mirrors cope with an unreachable server
-        print(f"warning: MLflow at {tracking.redact_uri(uri)} not ready ({type(e).__name__}); jobs will retry",
-              file=sys.stderr)
+    """Create the experiment (and a SQLite schema) and write the study's dashboard once per submit,
+    before many jobs race to log (an unreachable server is a warning: the jobs' mirrors cope)."""
+    if study.tracking.enabled:
+        write_dashboard(study, study.tracking.uri or default_uri(study.study_dir))
 
 
 # ------------------------------------------------------------------------------------ submitting

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from common.mlflow_contract import ensure_experiment
 from common.rundir import RunDir
 from scaling.config import TrainingConfig
 from scaling.errors import InputError
@@ -275,7 +276,7 @@ class _Parent:
         from scaling import tracking
 
         client = MlflowClient(tracking_uri=self.uri)
-        exp_id = tracking._ensure_experiment(client, study.tracking.experiment or study.name,
+        exp_id = ensure_experiment(client, study.tracking.experiment or study.name,
                                              f"slm-scaling study {study.name}", self.uri)
         known = ostudy.user_attrs.get("mlflow_parent", {}).get(tracking.redact_uri(self.uri))
         run = tracking._existing_run(client, known)

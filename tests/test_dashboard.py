@@ -220,28 +220,39 @@ def _fake_cell(run_dir: Path, key: str, setup: str = "interleaved") -> dict:
 
 
 def test_the_study_description_follows_the_grid(tmp_path):
-    """A tuning trial (nested run dir) mirrored before the grid's run dirs exist, then grid cells: the
-    description is rewritten from the study dir when its cell count is out of date; a user's own stays."""
+    """The dashboard is written by the study-level commands, not by cells: a cell's mirror leaves the
+    one-line default; `write_dashboard` (submit, sync, report) summarises the run dirs as they are now and
+    keeps a description somebody wrote by hand."""
     from mlflow import MlflowClient
 
     from scaling.tracking import Mirror, default_uri, spec_tags
+    from sweeps.dashboard import write_dashboard
+    from sweeps.study import load_study
 
-    study_dir = tmp_path / "s"
+    path = tiny_copy(tmp_path)
+    study = load_study(path)
+    study_dir = study.study_dir
     uri = default_uri(study_dir)
-    study_dir.mkdir()
-
-    def mirror(run_dir: Path, spec: dict) -> str:
-        m = Mirror(run_dir, uri, "s", spec["key"], spec_tags(spec), spec, experiment_description="slm-scaling study s")
-        assert m.start() and m.finish("FINISHED")
-        return MlflowClient(uri).get_experiment_by_name("s").tags["mlflow.note.content"]
-
-    note = mirror(study_dir / "tune" / "fam-m1" / "0", _fake_cell(study_dir / "tune" / "fam-m1" / "0", "trial-0"))
-    assert note.startswith("**slm-scaling study `s`**.") and "cells" not in note.split("\n")[0]
-    _fake_cell(study_dir / "cell-b", "cell-b", "textless")
-    note = mirror(study_dir / "cell-a", _fake_cell(study_dir / "cell-a", "cell-a"))
-    assert note.split("\n")[0] == ("**slm-scaling study `s`**: 2 cells; family `fam` (m1); setup interleaved, "
-                                   "textless; init random; compute 6e+09 FLOPs (6ND); 1k tokens.")
+    study_dir.mkdir(parents=True)
     client = MlflowClient(uri)
-    exp_id = client.get_experiment_by_name("s").experiment_id
+
+    def note() -> str:
+        return client.get_experiment_by_name("tiny").tags["mlflow.note.content"]
+
+    spec = _fake_cell(study_dir / "tune" / "fam-m1" / "0", "trial-0")
+    m = Mirror(study_dir / "tune" / "fam-m1" / "0", uri, "tiny", spec["key"], spec_tags(spec), spec,
+               experiment_description="slm-scaling study tiny")
+    assert m.start() and m.finish("FINISHED")
+    assert note() == "slm-scaling study tiny"                 # a cell writes no study description
+    _fake_cell(study_dir / "cell-b", "cell-b", "textless")
+    _fake_cell(study_dir / "cell-a", "cell-a")
+    write_dashboard(study, uri)
+    assert note().split("\n")[0] == ("**slm-scaling study `tiny`**: 2 cells; family `fam` (m1); setup interleaved, "
+                                     "textless; init random; compute 6e+09 FLOPs (6ND); 1k tokens.")
+    _fake_cell(study_dir / "cell-c", "cell-c")
+    write_dashboard(study, uri)
+    assert note().startswith("**slm-scaling study `tiny`**: 3 cells;")
+    exp_id = client.get_experiment_by_name("tiny").experiment_id
     client.set_experiment_tag(exp_id, "mlflow.note.content", "my own notes")
-    assert mirror(study_dir / "cell-c", _fake_cell(study_dir / "cell-c", "cell-c")) == "my own notes"
+    write_dashboard(study, uri)
+    assert note() == "my own notes"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps import demo as demo_mod
-from sweeps.demo import DemoSpec, run_demo
+from demo import stages as demo_mod
+from demo.stages import DemoSpec, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_demo_stage_killed_halfway_leaves_nothing_and_is_rebuilt(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     study = tiny_study(tmp_path)
     spec = tiny_spec()
-    from scaling import micro_family
+    from demo import micro_family
 
     real_export = micro_family.export_member
     calls = {"n": 0}

@@ -8,10 +8,10 @@ import pytest
 
 from scaling import corpus as corpus_mod
 from scaling.errors import InputError
-from scaling.speechdata.build import build_speech_corpus
-from scaling.speechdata.features import logmel_25hz
-from scaling.speechdata.tts import VOICES, Espeak, voice_for
-from scaling.speechdata.units import HubertUnitizer, dedup, pool_frames
+from demo.speechdata.build import build_speech_corpus
+from demo.speechdata.features import logmel_25hz
+from demo.speechdata.tts import VOICES, Espeak, voice_for
+from demo.speechdata.units import HubertUnitizer, dedup, pool_frames
 
 SUBJECTS = "the cat|a little dog|my old friend|the happy children|a small bird|the farmer|our teacher".split("|")
 VERBS = "saw|found|liked|carried|painted|followed|heard".split("|")

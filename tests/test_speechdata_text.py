@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from scaling.evaluate import read_pairs
-from scaling.speechdata import evalsets as E
-from scaling.speechdata import stories as S
+from demo.speechdata import evalsets as E
+from demo.speechdata import stories as S
 
 TRAIN_SEED = 0
 N_TRAIN = 10_000

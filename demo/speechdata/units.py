@@ -14,7 +14,7 @@ from typing import Union
 
 import numpy as np
 
-from ..errors import InputError
+from common.errors import InputError
 from .features import N_MELS, logmel_25hz, to_16k
 
 UNIT_HOP_16K = 640          # samples per 25 Hz frame at 16 kHz

@@ -3,10 +3,10 @@ the SIMS question (do TextLM-initialised interleaved SLMs scale better with comp
 
 Six stages, each timed and each reused when its inputs have not changed:
 
-1. text: TinyStories-like stories from the grammar in `scaling.speechdata.stories`, for the TextLM
+1. text: TinyStories-like stories from the grammar in `demo.speechdata.stories`, for the TextLM
    pretraining, the SLM's text stream and the spoken corpus (disjoint stories);
 2. speech: the spoken stories synthesised with eSpeak, cut into 25 Hz k-means units, written as SlamKit
-   unit rows + word-alignment side-cars (`scaling.speechdata.build`);
+   unit rows + word-alignment side-cars (`demo.speechdata.build`);
 3. evalsets: sWUGGY / sBLIMP / sSC / tSC-style pair manifests spoken by the same voice and units;
 4. textlm: a byte-level BPE tokenizer and the micro TextLM family, pretrained on text only by the study
    training cell (`setup: text`, `init: random`) through the local executor and exported as ordinary
@@ -39,7 +39,7 @@ from common.rundir import RunDir, read_json
 from scaling.errors import InputError
 from scaling.fmt import duration, short_count
 
-from .study import Study, load_study, parse_study
+from sweeps.study import Study, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "examples" / "micro.yaml"
@@ -216,7 +216,7 @@ class _Layout:
 
 
 def _layout(study_path: Path, spec: DemoSpec) -> _Layout:
-    from scaling.micro_family import SIZES
+    from demo.micro_family import SIZES
 
     study_path = study_path.resolve()   # local members and their weights resolve to absolute paths
     study = load_study(study_path)
@@ -249,11 +249,11 @@ def _layout(study_path: Path, spec: DemoSpec) -> _Layout:
 
 def _stage_text(st: _Stages, lay: _Layout, spec: DemoSpec) -> dict:
     out = lay.data_dir / "text"
-    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("scaling.speechdata.stories"), "seed": spec.seed,
+    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.speechdata.stories"), "seed": spec.seed,
                   "text": spec.text_stories, "speech": spec.speech_stories})
 
     def build() -> dict:
-        from scaling.speechdata.stories import generate_stories
+        from demo.speechdata.stories import generate_stories
 
         stories = generate_stories(spec.text_stories + spec.speech_stories, spec.seed)
         tmp = _tmp_dir(out)
@@ -275,7 +275,7 @@ def _read_texts(path: Path) -> list[str]:
 def _stage_speech(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) -> dict:
     out = lay.data_dir / "speech"
     units = lay.study.data.units
-    code = _source_digest(*(f"scaling.speechdata.{m}" for m in ("tts", "features", "units", "build")))
+    code = _source_digest(*(f"demo.speechdata.{m}" for m in ("tts", "features", "units", "build")))
     fp = _digest({"v": FORMAT_VERSION, "code": code, "text": text_fp,
                   "units": units, "seed": spec.seed, "val": spec.val_fraction})
 
@@ -290,7 +290,7 @@ def _stage_speech(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
 
 def _build_speech(lay: _Layout, spec: DemoSpec, log: Callable[[str], None]):
     """The speech corpus (built, or reused by the builder itself when its inputs are unchanged)."""
-    from scaling.speechdata.build import build_speech_corpus
+    from demo.speechdata.build import build_speech_corpus
 
     texts = _read_texts(lay.data_dir / "text" / "spoken.jsonl")
     return build_speech_corpus(texts, lay.data_dir / "speech", lay.study.data.units, seed=spec.seed,
@@ -299,12 +299,12 @@ def _build_speech(lay: _Layout, spec: DemoSpec, log: Callable[[str], None]):
 
 def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str) -> dict:
     out = lay.data_dir / "eval"
-    code = _source_digest("scaling.speechdata.evalsets", "scaling.speechdata.stories")
+    code = _source_digest("demo.speechdata.evalsets", "demo.speechdata.stories")
     fp = _digest({"v": FORMAT_VERSION, "code": code, "speech": speech_fp,
                   "n": spec.eval_pairs, "seed": spec.seed})
 
     def build() -> dict:
-        from scaling.speechdata.evalsets import write_manifests
+        from demo.speechdata.evalsets import write_manifests
 
         tmp = _tmp_dir(out)
         speak = _build_speech(lay, spec, log=lambda line: None).speak
@@ -320,7 +320,7 @@ def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str) -
 
 
 def _pretrain_study(lay: _Layout, spec: DemoSpec, tok_len: int, eos: int) -> Study:
-    from scaling.micro_family import member_config
+    from demo.micro_family import member_config
     ctx = spec.pretrain_training["context"]
     names = list(lay.members)
     base = member_config(lay.members[names[0]], tok_len, ctx, eos)
@@ -344,13 +344,13 @@ def _pretrain_study(lay: _Layout, spec: DemoSpec, tok_len: int, eos: int) -> Stu
 
 def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) -> dict:
     out = lay.data_dir / "textlm"
-    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("scaling.micro_family"), "text": text_fp,
+    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.micro_family"), "text": text_fp,
                   "vocab": spec.vocab_size, "members": lay.members, "tokens": spec.pretrain_tokens,
                   "training": spec.pretrain_training, "tokenizer": str(lay.tokenizer)})
     outputs = [lay.tokenizer] + [out / n / "config.json" for n in lay.members]
 
     def build() -> dict:
-        from scaling.micro_family import export_member, train_tokenizer
+        from demo.micro_family import export_member, train_tokenizer
         from transformers import AutoTokenizer
 
         t0 = time.time()
@@ -362,7 +362,7 @@ def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
         shutil.rmtree(runs, ignore_errors=True)       # cells of an older family or text are stale
         pre = _pretrain_study(lay, spec, len(tok), tok.eos_token_id)
         results = _train_in_process(pre, spec, log)
-        from .grid import expand
+        from sweeps.grid import expand
 
         tmp = _tmp_dir(out)
         info = {"tokenizer": str(lay.tokenizer), "tokenizer_len": len(tok), "members": {}}
@@ -395,8 +395,8 @@ def _train_in_process(study: Study, spec: DemoSpec, log: Callable[[str], None]) 
 
     from scaling.train import train_cell
 
-    from .grid import expand
-    from .rundirs import ensure_run_dir
+    from sweeps.grid import expand
+    from sweeps.rundirs import ensure_run_dir
 
     from transformers.utils import logging as hf_logging
 
@@ -433,9 +433,9 @@ def run_cells(study: Study, log: Callable[[str], None], spec: DemoSpec, what: st
     and wait for them (the shared submit path and wait loop, sweeps.lifecycle), printing progress;
     returns {key: result.json} of every cell. DONE cells are reused, interrupted ones resume, failures are
     retried up to executor.max_retries; a cell that still fails is a DemoError naming it and its error."""
-    from .dispatch import submit
-    from .grid import expand
-    from .lifecycle import wait_cells
+    from sweeps.dispatch import submit
+    from sweeps.grid import expand
+    from sweeps.lifecycle import wait_cells
 
     cells = expand(study)
     keys = [c.key for c in cells]
@@ -508,7 +508,7 @@ def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(study_dir, aside)
         log(f"{head}: the demo data changed since its cells were trained; moved them to {_rel(aside)}")
-    from .grid import expand
+    from sweeps.grid import expand
 
     keys = [c.key for c in expand(study)]
     for k in keys:  # a new demo run is a new chance for cells that used up their retries
@@ -585,7 +585,7 @@ def _shell_path(path: str | Path) -> str:
 
 def ui_commands(study_path: Path, study: Study) -> tuple[str, str]:
     """(the `launch.py ui` line that opens the MLflow UI on the study, the bare `mlflow ui` line it runs)."""
-    from .ui import command_line
+    from sweeps.ui import command_line
 
     py = _shell_path(sys.executable)
     launch = f"{py} {_shell_path(ROOT / 'launch.py')} ui {_shell_path(study_path)}"

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
+from common.errors import InputError
 
 SAMPLE_RATE = 22050
 # English voices and variants shipped in the wheel's data (`<language>+<variant>`).

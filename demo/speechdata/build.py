@@ -26,7 +26,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from ..errors import InputError
+from common.errors import InputError
 from .features import logmel_25hz
 from .tts import RATES, VOICES, Espeak, split_words, voice_for
 from .units import LogMelUnitizer, dedup, fit_kmeans, quantize

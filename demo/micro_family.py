@@ -3,7 +3,7 @@ configs of a few widths, and the export of a text-only training run into an ordi
 folder (config.json + weights + tokenizer) that a study names as a local-path member.
 
 The pretraining itself is the study training cell in text-only mode (`setup: text`, `init: random`),
-run like any other cell (`sweeps/demo.py` makes that study); nothing here trains.
+run like any other cell (`demo/stages.py` makes that study); nothing here trains.
 """
 from __future__ import annotations
 
