@@ -288,5 +288,5 @@ def _why(n, r, taken_n, taken_r, j, c) -> str:
         parts.append("extends D/N down")
     # the shares of E, A/N^alpha and B/D^beta in the predicted loss there (J's first three columns)
     w = np.abs(j[:, :3]).mean(axis=0)
-    parts.append("loss there E/N/D terms {:.0%}/{:.0%}/{:.0%}".format(w[2], w[0], w[1]))
+    parts.append("loss shares E/N/D {:.0f}/{:.0f}/{:.0f}%".format(100 * w[2], 100 * w[0], 100 * w[1]))
     return ", ".join(parts)
