@@ -35,6 +35,7 @@ Z95 = 1.959963984540054
 # weak prior precision on (a, b, e, alpha, beta): sd 10 on the log scales, 1 on the exponents
 PRIOR_PRECISION = np.diag([1e-2, 1e-2, 1e-2, 1.0, 1.0])
 TARGETS = ("a", "loss")
+CRITERIA = ("log", "variance")  # mean log variance reduction (default), or mean variance reduction
 
 
 def theta_of(E, A, B, alpha, beta) -> np.ndarray:
@@ -140,9 +141,10 @@ def _information(J: np.ndarray, sigma: float) -> np.ndarray:
     return np.einsum("sni,snj->sij", J, J) / sigma**2 + PRIOR_PRECISION[None]
 
 
-def _width(logv: np.ndarray, target: str, estimate: float) -> float:
-    """95 % width from the geometric-mean variance; for the loss, in loss units around the estimate."""
-    sd = float(np.exp(0.5 * logv.mean()))
+def _width(logv: np.ndarray, target: str, estimate: float, criterion: str = "log") -> float:
+    """95 % width from the geometric-mean variance over the fits (the arithmetic mean under the
+    ``variance`` criterion); for the loss, in loss units around the estimate."""
+    sd = float(np.sqrt(np.exp(logv.mean()) if criterion == "log" else np.exp(logv).mean()))
     return 2 * Z95 * sd * (estimate if target == "loss" else 1.0)
 
 
@@ -151,7 +153,11 @@ class Greedy:
     what each candidate would do to the target's variance. ``gains()`` then ``take(k)``."""
 
     def __init__(self, fit: LNDFit, thetas: np.ndarray, design_N, design_D, cand_N, cand_D, cand_cost,
-                 target: str = "a", flops: float | None = None, sigma: float = 0.01, min_gap: float = 0.0):
+                 target: str = "a", flops: float | None = None, sigma: float = 0.01, min_gap: float = 0.0,
+                 criterion: str = "log"):
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        self.criterion = criterion
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         thetas = np.vstack([np.asarray(fit.theta, float)[None, :],
@@ -179,7 +185,7 @@ class Greedy:
         self._cache = None
 
     def width(self) -> float:
-        return _width(self.logv, self.target, self.estimate)
+        return _width(self.logv, self.target, self.estimate, self.criterion)
 
     def gains(self) -> np.ndarray:
         """Mean over the fits of log(V_now / V_after) for each candidate (-inf where not free)."""
@@ -190,14 +196,19 @@ class Greedy:
         v = np.exp(self.logv)[:, None]
         # Sherman-Morrison: V_after = V - (c^T M j)^2 / (sigma^2 + j^T M j)
         v_after = np.maximum(v - p**2 / (self.sigma**2 + q), v * 1e-12)
-        gain = np.log(v / v_after).mean(axis=0)
+        if self.criterion == "log":
+            gain = np.log(v / v_after).mean(axis=0)
+        else:  # the mean variance's relative reduction (the plain pseudo-Bayesian c-criterion)
+            gain = (v - v_after).mean(axis=0) / v.mean()
         self._cache = (MJ, q, v_after)
         return np.where(self.free, gain, -np.inf)
 
     def take(self, k: int) -> Pick:
         """Add candidate k to the design (call right after ``gains()``); returns its Pick."""
         MJ, q, v_after = self._cache
-        gain = float(np.log(np.exp(self.logv) / v_after[:, k]).mean())
+        v = np.exp(self.logv)
+        gain = float(np.log(v / v_after[:, k]).mean()) if self.criterion == "log" else \
+            float(np.log(v.mean() / v_after[:, k].mean()))
         why = _why(self.N[k], self.log_ratio[k], self.taken_n, self.taken_r, self.J[:, k, :], self.c)
         MJk = MJ[:, k, :]
         self.M = self.M - np.einsum("si,sj->sij", MJk, MJk) / (self.sigma**2 + q[:, k])[:, None, None]
@@ -236,7 +247,7 @@ def greedy(states: list, budget: float, max_picks: int | None = None) -> list[tu
 
 def propose(fit: LNDFit, thetas: np.ndarray, design_N, design_D, cand_N, cand_D, cand_cost, budget: float,
             target: str = "a", flops: float | None = None, sigma: float = 0.01, min_gap: float = 0.0,
-            max_picks: int | None = None) -> Proposal:
+            max_picks: int | None = None, criterion: str = "log") -> Proposal:
     """Greedy picks among one group's candidates (N, D, GPU-hours) within ``budget`` GPU-hours.
 
     ``thetas``: bootstrap fits as theta rows (``theta_of``); the full fit is added to them; rows
@@ -246,7 +257,8 @@ def propose(fit: LNDFit, thetas: np.ndarray, design_N, design_D, cand_N, cand_D,
     with the largest mean log variance reduction per GPU-hour that still fits the budget.
     Raises FitError when the full fit gives no finite target gradient.
     """
-    st = Greedy(fit, thetas, design_N, design_D, cand_N, cand_D, cand_cost, target, flops, sigma, min_gap)
+    st = Greedy(fit, thetas, design_N, design_D, cand_N, cand_D, cand_cost, target, flops, sigma, min_gap,
+                criterion)
     out = Proposal(target=target, flops=flops, estimate=st.estimate, width_now=st.width_now, budget=float(budget),
                    sigma=st.sigma, n_fits=int(st.thetas.shape[0]), skipped_close=st.skipped_close)
     for _, pick in greedy([st], budget, max_picks):

@@ -53,6 +53,7 @@ K_CANDIDATES = 12
 CAP = 2.0
 N_BOOT = 60
 N_CRITERION = 40
+CRITERION = {"a": "log", "loss": "log"}
 
 
 def true_loss(law, N, D):
@@ -139,7 +140,8 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
             budget = step
             while not picks:
                 prop = propose(fit, thetas[:N_CRITERION], N, D, cand[free, 0], cand[free, 1], costs, budget,
-                               target=target, flops=c_target, sigma=sigma, min_gap=log_gap)
+                               target=target, flops=c_target, sigma=sigma, min_gap=log_gap,
+                               criterion=CRITERION[target])
                 picks = [free[p.index] for p in prop.picks]
                 budget *= 2
                 if budget > 100 * full_cost:
@@ -174,7 +176,7 @@ def _error(fit, law, target, c_target):
     return abs(got / true - 1)
 
 
-def one_study(law_name, seed, noise):
+def one_study(law_name, seed, noise, targets=("a", "loss"), baselines=True):
     law = LAWS[law_name]
     rng = np.random.default_rng(1000 * seed + (0 if law_name == "chinchilla" else 1))
     grid = full_grid()
@@ -190,13 +192,14 @@ def one_study(law_name, seed, noise):
            "seed_fraction": float(cost_of(*np.array(seed_cells).T).sum() / full_cost), "ref_width": ref,
            "full_a_error": _error(full_fit, law, "a", c_target), "full_loss_error": _error(full_fit, law, "loss",
                                                                                              c_target)}
-    for t in ("a", "loss"):
+    streams = dict(zip(("a", "loss", "random", "cheapest"), rng.integers(1 << 31, size=4)))
+    for t in targets:
         r, err = run_strategy("propose", t, law, seed_cells, ref, full_cost, c_target,
-                              np.random.default_rng(rng.integers(1 << 31)), noise, seed, targets=(t,))
+                              np.random.default_rng(streams[t]), noise, seed, targets=(t,))
         out[f"propose_{t}"], out[f"propose_{t}_error"] = r[t], err.get(t)
-    for strategy in ("random", "cheapest"):
+    for strategy in ("random", "cheapest") if baselines else ():
         r, err = run_strategy(strategy, None, law, seed_cells, ref, full_cost, c_target,
-                              np.random.default_rng(rng.integers(1 << 31)), noise, seed)
+                              np.random.default_rng(streams[strategy]), noise, seed)
         out[f"{strategy}_a"], out[f"{strategy}_loss"] = r["a"], r["loss"]
         out[f"{strategy}_a_error"], out[f"{strategy}_loss_error"] = err.get("a"), err.get("loss")
     return out
@@ -213,16 +216,24 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--noise", type=float, default=0.01, help="sd of log loss (default 0.01)")
     ap.add_argument("--laws", nargs="+", default=list(LAWS))
+    ap.add_argument("--criterion", choices=["log", "variance"], help="criterion for both targets (default log)")
+    ap.add_argument("--targets", nargs="+", default=["a", "loss"], help="targets `propose` is run for")
+    ap.add_argument("--no-baselines", action="store_true", help="skip random and cheapest-first")
     args = ap.parse_args()
+    if args.criterion:
+        CRITERION.update(a=args.criterion, loss=args.criterion)
     t0 = time.time()
     rows = []
     for law in args.laws:
         for seed in range(args.seeds):
-            r = one_study(law, seed, args.noise)
+            r = one_study(law, seed, args.noise, args.targets, not args.no_baselines)
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
     s = {k: summary(rows, k) for k in ("propose_a", "random_a", "cheapest_a", "propose_loss", "random_loss",
-                                       "cheapest_loss")}
+                                       "cheapest_loss") if k in rows[0]}
+    if len(s) < 6:  # an experiment (--targets / --no-baselines): the summaries there are
+        print(json.dumps({"bench": "propose_sim", "partial": True, "criterion": CRITERION, **s}))
+        return
     print(json.dumps({
         "bench": "propose_sim", "laws": args.laws, "seeds": args.seeds, "noise": args.noise, "cap": CAP,
         "compute_ratio": s["propose_a"]["mean"], "compute_ratio_std": s["propose_a"]["std"],
