@@ -15,7 +15,8 @@ is at most the full grid's (same noise, same fitting budget):
 A round adds max(20 % of the compute spent so far, 2 % of the full grid's); the compute recorded is
 that at the end of the first round whose width reaches the full grid's (so it is at most one round
 late); a strategy that has not reached it at 2x the full grid's compute is recorded as 2.0 (censored,
-counted in `censored`). Targets: the allocation exponent a, and the compute-optimal loss at 10x the
+counted in `censored`). A narrow interval can be wrong: `covering_ratio` counts a width as reached only
+when the interval also covers the true value, and `error_at_reach` is the estimate's error there. Targets: the allocation exponent a, and the compute-optimal loss at 10x the
 largest budget. Cost: 6 N D (the ratio does not depend on the GPU).
 
 Fitting budget (cheaper than `report`'s, stated): Approach 3 from the previous fit plus the 32
@@ -54,6 +55,7 @@ CAP = 2.0
 N_BOOT = 60
 N_CRITERION = 40
 CRITERION = {"a": "log", "loss": "log"}
+STEP = [0.2, 0.02]  # a round adds max(STEP[0] x the compute spent, STEP[1] x the full grid's)
 
 
 def true_loss(law, N, D):
@@ -99,7 +101,12 @@ class Fitter:
             lopt = s["E"] + s["A"] / n_opt ** s["alpha"] + s["B"] / d_opt ** s["beta"]
         lopt = lopt[np.isfinite(lopt)]
         width = {"a": _width(a), "loss": _width(lopt)}
-        return fit, thetas[ok], width
+        interval = {"a": _interval(a), "loss": _interval(lopt)}
+        return fit, thetas[ok], width, interval
+
+
+def _interval(x):
+    return (float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))) if x.size > 10 else (-np.inf, np.inf)
 
 
 def _width(x):
@@ -121,17 +128,21 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
     spent = float(cost_of(N, D).sum())
     fitter = Fitter(fitter_seed)
     order = rng.permutation(len(cand)) if strategy == "random" else np.argsort(cost_of(cand[:, 0], cand[:, 1]))
-    reached, errors = {}, {}
+    reached, errors, covered = {}, {}, {}
+    truth = _truth(law, c_target)
     log_gap = 0.5 * np.log(RATIO_LIMITS[1] / RATIO_LIMITS[0]) / (K_CANDIDATES - 1)
     while True:
-        fit, thetas, width = fitter(N, D, L, c_target)
+        fit, thetas, width, interval = fitter(N, D, L, c_target)
         for t in targets:
             if t not in reached and width[t] <= ref_width[t]:
                 reached[t] = spent / full_cost
                 errors[t] = _error(fit, law, t, c_target)
-        if len(reached) == len(targets) or spent >= CAP * full_cost or taken.all():
+            lo, hi = interval[t]
+            if t not in covered and width[t] <= ref_width[t] and lo <= truth[t] <= hi:
+                covered[t] = spent / full_cost
+        if len(covered) == len(targets) or spent >= CAP * full_cost or taken.all():
             break
-        step = max(0.2 * spent, 0.02 * full_cost)
+        step = max(STEP[0] * spent, STEP[1] * full_cost)
         free = np.flatnonzero(~taken)
         if strategy == "propose":
             costs = cost_of(cand[free, 0], cand[free, 1])
@@ -163,7 +174,12 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
         N, D = np.concatenate([N, n_new]), np.concatenate([D, d_new])
         L = np.concatenate([L, true_loss(law, n_new, d_new) * np.exp(noise * rng.standard_normal(n_new.size))])
         spent += float(cost_of(n_new, d_new).sum())
-    return {t: reached.get(t, CAP) for t in targets}, errors
+    return {t: reached.get(t, CAP) for t in targets}, errors, {t: covered.get(t, CAP) for t in targets}
+
+
+def _truth(law, c_target):
+    E, A, B, al, be = law
+    return {"a": be / (al + be), "loss": optimal_allocation(c_target, E, A, B, al, be).loss_opt}
 
 
 def _error(fit, law, target, c_target):
@@ -185,22 +201,25 @@ def one_study(law_name, seed, noise, targets=("a", "loss"), baselines=True):
     full_cost = float(cost_of(N, D).sum())
     c_target = 10 * BUDGETS.max()
     L = true_loss(law, N, D) * np.exp(noise * rng.standard_normal(N.size))
-    full_fit, _, ref = Fitter(seed)(N, D, L, c_target)
+    full_fit, _, ref, ref_iv = Fitter(seed)(N, D, L, c_target)
+    truth = _truth(law, c_target)
     small = BUDGETS[:2]
     seed_cells = [(n, d) for n, d in grid if 6 * n * d <= small[-1] * 1.001]
     out = {"law": law_name, "seed": seed, "full_cells": len(grid), "seed_cells": len(seed_cells),
            "seed_fraction": float(cost_of(*np.array(seed_cells).T).sum() / full_cost), "ref_width": ref,
            "full_a_error": _error(full_fit, law, "a", c_target), "full_loss_error": _error(full_fit, law, "loss",
-                                                                                             c_target)}
+                                                                                             c_target),
+           "full_covers": {t: bool(ref_iv[t][0] <= truth[t] <= ref_iv[t][1]) for t in ("a", "loss")}}
     streams = dict(zip(("a", "loss", "random", "cheapest"), rng.integers(1 << 31, size=4)))
     for t in targets:
-        r, err = run_strategy("propose", t, law, seed_cells, ref, full_cost, c_target,
-                              np.random.default_rng(streams[t]), noise, seed, targets=(t,))
-        out[f"propose_{t}"], out[f"propose_{t}_error"] = r[t], err.get(t)
+        r, err, cov = run_strategy("propose", t, law, seed_cells, ref, full_cost, c_target,
+                                   np.random.default_rng(streams[t]), noise, seed, targets=(t,))
+        out[f"propose_{t}"], out[f"propose_{t}_error"], out[f"propose_{t}_covering"] = r[t], err.get(t), cov[t]
     for strategy in ("random", "cheapest") if baselines else ():
-        r, err = run_strategy(strategy, None, law, seed_cells, ref, full_cost, c_target,
-                              np.random.default_rng(streams[strategy]), noise, seed)
+        r, err, cov = run_strategy(strategy, None, law, seed_cells, ref, full_cost, c_target,
+                                   np.random.default_rng(streams[strategy]), noise, seed)
         out[f"{strategy}_a"], out[f"{strategy}_loss"] = r["a"], r["loss"]
+        out[f"{strategy}_a_covering"], out[f"{strategy}_loss_covering"] = cov["a"], cov["loss"]
         out[f"{strategy}_a_error"], out[f"{strategy}_loss_error"] = err.get("a"), err.get("loss")
     return out
 
@@ -219,7 +238,9 @@ def main():
     ap.add_argument("--criterion", choices=["log", "variance"], help="criterion for both targets (default log)")
     ap.add_argument("--targets", nargs="+", default=["a", "loss"], help="targets `propose` is run for")
     ap.add_argument("--no-baselines", action="store_true", help="skip random and cheapest-first")
+    ap.add_argument("--step", type=float, nargs=2, default=STEP, help="round size (default 0.2 0.02)")
     args = ap.parse_args()
+    STEP[:] = args.step
     if args.criterion:
         CRITERION.update(a=args.criterion, loss=args.criterion)
     t0 = time.time()
@@ -229,13 +250,18 @@ def main():
             r = one_study(law, seed, args.noise, args.targets, not args.no_baselines)
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
-    s = {k: summary(rows, k) for k in ("propose_a", "random_a", "cheapest_a", "propose_loss", "random_loss",
-                                       "cheapest_loss") if k in rows[0]}
-    if len(s) < 6:  # an experiment (--targets / --no-baselines): the summaries there are
-        print(json.dumps({"bench": "propose_sim", "partial": True, "criterion": CRITERION, **s}))
+    keys = [f"{st}_{t}" for t in ("a", "loss") for st in ("propose", "random", "cheapest")]
+    s = {k: summary(rows, k) for k in keys if k in rows[0]}
+    cov = {k: summary(rows, k + "_covering")["mean"] for k in keys if k + "_covering" in rows[0]}
+    err = {k: float(np.nanmean([r[k + "_error"] if r.get(k + "_error") is not None else np.nan for r in rows]))
+           for k in keys if k + "_error" in rows[0]}
+    if len(s) < 6:  # an experiment (--targets / --no-baselines)
+        print(json.dumps({"bench": "propose_sim", "partial": True, "criterion": CRITERION,
+                          "ratios": s, "covering": cov, "error_at_reach": err}))
         return
     print(json.dumps({
         "bench": "propose_sim", "laws": args.laws, "seeds": args.seeds, "noise": args.noise, "cap": CAP,
+        "criterion": CRITERION,
         "compute_ratio": s["propose_a"]["mean"], "compute_ratio_std": s["propose_a"]["std"],
         "compute_ratio_range": [s["propose_a"]["min"], s["propose_a"]["max"]],
         "random_ratio": s["random_a"]["mean"], "random_ratio_std": s["random_a"]["std"],
@@ -243,6 +269,12 @@ def main():
         "loss_compute_ratio": s["propose_loss"]["mean"], "loss_compute_ratio_std": s["propose_loss"]["std"],
         "loss_random_ratio": s["random_loss"]["mean"], "loss_cheapest_ratio": s["cheapest_loss"]["mean"],
         "censored": {k: v["censored"] for k, v in s.items()},
+        # the same, counting a width as reached only when its interval also covers the true value
+        "covering_ratio": cov,
+        # mean |estimate - truth| where each strategy stopped (a; relative for the loss), and the full grid's
+        "error_at_reach": err,
+        "full_grid_error": {"a": float(np.mean([r["full_a_error"] for r in rows])),
+                            "loss": float(np.mean([r["full_loss_error"] for r in rows]))},
         "target_compute_ratio_max": 0.5, "seed_fraction": float(np.mean([r["seed_fraction"] for r in rows])),
         "seconds": round(time.time() - t0, 1)}))
 

@@ -71,6 +71,12 @@ def _group_of(cell: RunSpec) -> tuple:
     return (cell.family, cell.setup, cell.variant)
 
 
+def _group_of_row(row: dict) -> tuple:
+    """(family, setup, variant) of a harvested run; a missing variant (None or NaN) is None."""
+    v = row.get("variant")
+    return (row.get("family"), row.get("setup"), None if v is None or v != v or v == "" else v)
+
+
 def _label(where: tuple) -> str:
     return " / ".join(str(x) for x in where if x)
 
@@ -129,7 +135,8 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
     cand_extra = [ExtraCell(family=c.family, member=c.member, setup=c.setup, variant=c.variant,
                             tokens=max(1, int(round(r * c.params.total))))
                   for (g, _), c in members.items() for r in grid_r]
-    cand_cells = [c for c in expand(study, extra=existing + cand_extra) if c.key not in planned_keys]
+    cand_cells = [c for c in expand(study, extra=existing + cand_extra)
+                  if c.key not in planned_keys and c.key not in done_keys]
     hours, _ = estimate(study, plan + cand_cells)
     groups, states, cand_of = [], [], []
     refusals = []
@@ -137,14 +144,17 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
     for c in plan:
         by_group.setdefault(_group_of(c), []).append(c)
     for where, cells in by_group.items():
-        fin = [c for c in cells if c.key in done_keys]
-        g = GroupProposal(_label(where), where, len(fin), len(cells) - len(fin))
+        # every finished run of the group counts, in the plan or not (as in `report`)
+        rows = done[[_group_of_row(r) == where for r in done.to_dict("records")]] if done is not None else None
+        n_fin = 0 if rows is None else len(rows)
+        pend = [c for c in cells if c.key not in done_keys]
+        g = GroupProposal(_label(where), where, n_fin, len(pend))
         groups.append(g)
-        rows = done[done["key"].isin([c.key for c in fin])] if fin else None
-        if len(fin) < MIN_CELLS or len({c.member for c in fin}) < 2 or len({c.tokens for c in fin}) < 2:
-            g.error = (f"{len(fin)} finished cells ({len({c.member for c in fin})} sizes, "
-                       f"{len({c.tokens for c in fin})} token counts); Approach 3 needs {MIN_CELLS} with 2 sizes "
-                       f"and 2 token counts: run first {_run_first(cells, done_keys, hours)}")
+        sizes = 0 if rows is None else rows[params_col].nunique()
+        counts = 0 if rows is None else rows["tokens"].nunique()
+        if n_fin < MIN_CELLS or sizes < 2 or counts < 2:
+            g.error = (f"{n_fin} finished cells ({sizes} sizes, {counts} token counts); Approach 3 needs "
+                       f"{MIN_CELLS} with 2 sizes and 2 token counts: run first {_run_first(cells, done_keys, hours)}")
             refusals.append(f"{g.label}: {g.error}")
             continue
         N = rows[params_col].to_numpy(float)
@@ -160,7 +170,6 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
         s = boot.samples
         thetas = theta_of(s["E"], s["A"], s["B"], s["alpha"], s["beta"])[:N_CRITERION]
         g.sigma = residual_sigma(fit, N, D, L)
-        pend = [c for c in cells if c.key not in done_keys]
         g.done = list(zip(N, D))
         g.pending = [(_n(c, params_col), float(c.tokens)) for c in pend]
         dN = np.concatenate([N, [p[0] for p in g.pending]])
