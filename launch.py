@@ -161,11 +161,9 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 def cmd_propose(args: argparse.Namespace) -> None:
     from sweeps.propose import format_proposal, propose_study
 
-    study = _study(args)
-    figure = args.figure or study.study_dir / "propose.png"
-    rep = propose_study(study, args.gpu_hours, target=args.target, at_flops=args.at_flops,
+    rep = propose_study(_study(args), args.gpu_hours, target=args.target, at_flops=args.at_flops,
                         candidates=args.candidates, params_col=args.params_col, loss_col=args.loss_col,
-                        n_bootstrap=args.bootstrap, seed=args.seed, write=args.write, figure=figure)
+                        n_bootstrap=args.bootstrap, seed=args.seed, write=args.write, figure=args.figure)
     print(format_proposal(rep))
 
 

@@ -30,12 +30,13 @@ from .cost import estimate
 from .extra import ExtraCell, extra_path, load_extra, write_extra
 from .grid import expand
 from .keys import short_count
+from .lifecycle import study_lock
 from .study import Study
 from .table import format_table
 
+FIGURE_NAME = "propose.png"
 MIN_CELLS = 6          # Approach 3 has 5 parameters
 N_CRITERION = 64       # bootstrap fits the criterion averages over
-GROUP_COLS = ("family", "setup", "variant")
 
 
 @dataclass
@@ -111,10 +112,13 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
                   n_bootstrap: int = 200, seed: int = 0, write: bool = False,
                   figure: Optional[Path] = None) -> ProposalReport:
     """Choose cells within ``gpu_hours`` for the target (``a``, or ``loss`` at ``at_flops`` FLOPs,
-    default 10x the largest finished budget). Raises InputError (one line, nothing written) when no
-    group can be fitted yet, naming the cells to run first."""
+    default 10x the largest finished budget); draw them into ``figure`` (default <study dir>/propose.png)
+    and with ``write`` add them to <study dir>/proposed.yaml. Raises InputError (one line, nothing
+    written) for a bad setting or when no group can be fitted yet, naming the cells to run first."""
     if gpu_hours <= 0:
         raise InputError(f"--gpu-hours: expected a positive number of GPU-hours, got {gpu_hours:g}")
+    if at_flops is not None and not at_flops > 0:
+        raise InputError(f"--at-flops: expected a positive number of FLOPs, got {at_flops:g}")
     if candidates < 2:
         raise InputError(f"--candidates: expected at least 2 tokens-per-parameter values per member, got {candidates}")
     plan = expand(study)
@@ -204,10 +208,11 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
                      "width_after": pick.width_after, "why": pick.why})
     report = ProposalReport(target=target, flops=at_flops, budget=float(gpu_hours), groups=groups, rows=rows,
                             spent=spent, params_col=params_col)
-    if figure is not None:
-        report.figure = plot_proposal(report, Path(figure), plan_flops=sorted({c.flops for c in plan}))
+    figure = Path(figure) if figure is not None else study.study_dir / FIGURE_NAME
+    report.figure = plot_proposal(report, figure, plan_flops=sorted({c.flops for c in plan}))
     if write and rows:
-        write_extra(study, [ExtraCell(family=r["family"], member=r["member"], setup=r["setup"],
+        with study_lock(study.study_dir):  # not while a submit decides, nor beside another propose --write
+            write_extra(study, [ExtraCell(family=r["family"], member=r["member"], setup=r["setup"],
                                       variant=r["variant"], tokens=int(r["tokens"]), why=r["why"]) for r in rows])
         report.written = extra_path(study)
     return report
