@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from analysis.fit_lnd import LNDFit, predict_log_loss
-from analysis.propose import (PRIOR_PRECISION, Greedy, jacobian, optimum, propose, target_gradient,
+from analysis.propose import (PRIOR_PRECISION, Greedy, greedy, jacobian, optimum, propose, target_gradient,
                               target_value, theta_of)
 
 THETA = theta_of(1.69, 406.4, 410.7, 0.34, 0.28)[0]
@@ -46,7 +46,8 @@ def _variance(theta, c, N, D, sigma):
     return c @ np.linalg.solve(F, c)
 
 
-def test_greedy_variance_after_matches_direct_inverse_and_first_pick_is_brute_force_best():
+@pytest.mark.parametrize("criterion", ["log", "variance"])
+def test_greedy_variance_after_matches_direct_inverse_and_first_pick_is_brute_force_best(criterion):
     rng = np.random.default_rng(0)
     design_N = np.repeat([2e7, 6e7, 2e8], 2)
     design_D = np.array([4e8, 2e9, 1e9, 6e9, 3e9, 2e10])
@@ -55,17 +56,18 @@ def test_greedy_variance_after_matches_direct_inverse_and_first_pick_is_brute_fo
     cost = 6 * cand_N * cand_D / 1e18
     thetas = THETA + rng.normal(0, [0.1, 0.1, 0.01, 0.01, 0.01], size=(5, 5))
     sigma = 0.01
-    st = Greedy(FIT, thetas, design_N, design_D, cand_N, cand_D, cost, "a", None, sigma)
+    st = Greedy(FIT, thetas, design_N, design_D, cand_N, cand_D, cost, "a", None, sigma, criterion=criterion)
     gains = st.gains()
     # brute force: each candidate's variance after, from the inverse of the whole information matrix
     brute = []
     for k in range(cand_N.size):
-        logs = []
+        before, after = [], []
         for th, c in zip(st.thetas, st.c):
-            before = _variance(th, c, design_N, design_D, sigma)
-            after = _variance(th, c, np.append(design_N, cand_N[k]), np.append(design_D, cand_D[k]), sigma)
-            logs.append(np.log(before / after))
-        brute.append(np.mean(logs))
+            before.append(_variance(th, c, design_N, design_D, sigma))
+            after.append(_variance(th, c, np.append(design_N, cand_N[k]), np.append(design_D, cand_D[k]), sigma))
+        before, after = np.array(before), np.array(after)
+        brute.append(np.mean(np.log(before / after)) if criterion == "log" else
+                     np.mean(before - after) / np.mean(before))
     assert np.allclose(gains, brute, rtol=1e-6, atol=1e-10)
     assert int(np.argmax(gains / cost)) == int(np.argmax(np.array(brute) / cost))
 
@@ -90,3 +92,18 @@ def test_budget_is_respected_and_picks_are_greedy_and_spread_in_d_over_n():
     for i, j in itertools.combinations(idx, 2):
         if cand_N[i] == cand_N[j]:
             assert abs(np.log(cand_D[i] / cand_D[j])) >= gap
+
+
+def test_groups_share_one_budget():
+    design_N = np.repeat([2e7, 6e7, 2e8], 2)
+    design_D = np.array([4e8, 2e9, 1e9, 6e9, 3e9, 2e10])
+    cand_N = np.repeat(np.geomspace(2e7, 2e9, 4), 3)
+    cand_D = cand_N * np.tile([3.0, 30.0, 300.0], 4)
+    cost = 6 * cand_N * cand_D / 1e18
+    states = [Greedy(FIT, np.empty((0, 5)), design_N, design_D, cand_N, cand_D, cost, "a", None, 0.01)
+              for _ in range(2)]
+    budget = 0.2 * cost.sum()
+    picks = greedy(states, budget)
+    assert sum(p.gpu_hours for _, p in picks) <= budget * (1 + 1e-9)
+    # two identical groups: the best cell of one is as good as the other's, so both get cells
+    assert {i for i, _ in picks} == {0, 1}
