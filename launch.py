@@ -163,7 +163,8 @@ def cmd_propose(args: argparse.Namespace) -> None:
 
     rep = propose_study(_study(args), args.gpu_hours, target=args.target, at_flops=args.at_flops,
                         candidates=args.candidates, params_col=args.params_col, loss_col=args.loss_col,
-                        n_bootstrap=args.bootstrap, seed=args.seed, write=args.write, figure=args.figure)
+                        n_bootstrap=args.bootstrap, seed=args.seed, write=args.write, figure=args.figure,
+                        max_cells=args.max_cells)
     print(format_proposal(rep))
 
 
@@ -350,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at-flops", type=float, help="--target loss: FLOPs (default 10x the largest finished budget)")
     p.add_argument("--candidates", type=int, default=9,
                    help="tokens-per-parameter values per member, log-spaced within the study's limits (default 9)")
+    p.add_argument("--max-cells", type=int, help="at most this many cells (each cell has overheads the "
+                                                 "GPU-hour estimate does not count)")
     p.add_argument("--write", action="store_true", help="add the proposed cells to <study dir>/proposed.yaml")
     p.add_argument("--figure", help="PNG of the proposal (default <study dir>/propose.png)")
     p.add_argument("--params-col", default="params_total", choices=["params_total", "params_nonembedding"],

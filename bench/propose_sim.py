@@ -132,7 +132,7 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
     spent = float(cost_of(N, D).sum())
     fitter = Fitter(fitter_seed)
     order = rng.permutation(len(cand)) if strategy == "random" else np.argsort(cost_of(cand[:, 0], cand[:, 1]))
-    reached, errors, covered = {}, {}, {}
+    reached, errors, covered, cells = {}, {}, {}, {}
     last = {t: None for t in targets}       # (spent, error, covers) of the previous fit when it was narrow enough
     truth = _truth(law, c_target)
     log_gap = 0.5 * np.log(RATIO_LIMITS[1] / RATIO_LIMITS[0]) / (K_CANDIDATES - 1)
@@ -140,14 +140,14 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
         fit, thetas, width, interval = fitter(N, D, L, c_target)
         for t in targets:
             lo, hi = interval[t]
-            now = (spent / full_cost, _error(fit, law, t, c_target), lo <= truth[t] <= hi)
+            now = (spent / full_cost, _error(fit, law, t, c_target), lo <= truth[t] <= hi, N.size)
             if width[t] > ref_width[t]:
                 last[t] = None
                 continue
             # reached: narrow enough at two fits in a row (one lucky bootstrap does not count);
             # the compute is the first of the two
             if last[t] is not None and t not in reached:
-                reached[t], errors[t] = last[t][0], last[t][1]
+                reached[t], errors[t], cells[t] = last[t][0], last[t][1], last[t][3]
             if last[t] is not None and t not in covered and last[t][2] and now[2]:
                 covered[t] = last[t][0]
             last[t] = now if last[t] is None else last[t]
@@ -185,6 +185,7 @@ def run_strategy(strategy, target, law, seed_cells, ref_width, full_cost, c_targ
         N, D = np.concatenate([N, n_new]), np.concatenate([D, d_new])
         L = np.concatenate([L, true_loss(law, n_new, d_new) * np.exp(noise * rng.standard_normal(n_new.size))])
         spent += float(cost_of(n_new, d_new).sum())
+    errors = {t: (errors[t], cells[t]) for t in errors}
     return {t: reached.get(t, CAP) for t in targets}, errors, {t: covered.get(t, CAP) for t in targets}
 
 
@@ -253,13 +254,15 @@ def one_study(law_name, seed, noise, targets=("a", "loss"), baselines=True):
     for t in targets:
         r, err, cov = run_strategy("propose", t, law, seed_cells, ref, full_cost, c_target,
                                    np.random.default_rng(streams[t]), noise, seed, targets=(t,))
-        out[f"propose_{t}"], out[f"propose_{t}_error"], out[f"propose_{t}_covering"] = r[t], err.get(t), cov[t]
+        out[f"propose_{t}"], out[f"propose_{t}_covering"] = r[t], cov[t]
+        out[f"propose_{t}_error"], out[f"propose_{t}_cells"] = err.get(t, (None, None))
     for strategy in ("random", "cheapest") if baselines else ():
         r, err, cov = run_strategy(strategy, None, law, seed_cells, ref, full_cost, c_target,
                                    np.random.default_rng(streams[strategy]), noise, seed)
         out[f"{strategy}_a"], out[f"{strategy}_loss"] = r["a"], r["loss"]
         out[f"{strategy}_a_covering"], out[f"{strategy}_loss_covering"] = cov["a"], cov["loss"]
-        out[f"{strategy}_a_error"], out[f"{strategy}_loss_error"] = err.get("a"), err.get("loss")
+        for t in ("a", "loss"):
+            out[f"{strategy}_{t}_error"], out[f"{strategy}_{t}_cells"] = err.get(t, (None, None))
     return out
 
 
@@ -294,6 +297,8 @@ def main():
     cov = {k: summary(rows, k + "_covering")["mean"] for k in keys if k + "_covering" in rows[0]}
     err = {k: float(np.nanmean([r[k + "_error"] if r.get(k + "_error") is not None else np.nan for r in rows]))
            for k in keys if k + "_error" in rows[0]}
+    n_cells = {k: float(np.nanmean([r[k + "_cells"] if r.get(k + "_cells") is not None else np.nan for r in rows]))
+               for k in keys if k + "_cells" in rows[0]}
     if len(s) < 6:  # an experiment (--targets / --no-baselines)
         print(json.dumps({"bench": "propose_sim", "partial": True, "criterion": CRITERION,
                           "ratios": s, "covering": cov, "error_at_reach": err}))
@@ -312,6 +317,8 @@ def main():
         "covering_ratio": cov,
         # mean |estimate - truth| where each strategy stopped (a; relative for the loss), and the full grid's
         "error_at_reach": err,
+        # cells trained (seed design included) where each strategy stopped; the full grid has 37
+        "cells_at_reach": n_cells,
         "full_grid_width": {law: _REF[law] for law in args.laws},
         "full_grid_width_range": {law: {t: [min(v), max(v)] for t, v in FULL_STATS[law]["widths"].items()}
                                   for law in args.laws},

@@ -66,6 +66,9 @@ class ProposalReport:
     params_col: str
     written: Optional[Path] = None
     figure: Optional[Path] = None
+    # (candidates not yet planned, left out as within half a grid step of a planned cell,
+    #  GPU-hours of the cheapest candidate left after the picks)
+    candidates: tuple = ()
 
 
 def _group_of(cell: RunSpec) -> tuple:
@@ -110,15 +113,17 @@ def ratio_limits(study: Study, cells: list[RunSpec]) -> tuple[float, float]:
 def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: Optional[float] = None,
                   candidates: int = 9, params_col: str = "params_total", loss_col: str = "val_loss_speech",
                   n_bootstrap: int = 200, seed: int = 0, write: bool = False,
-                  figure: Optional[Path] = None) -> ProposalReport:
+                  figure: Optional[Path] = None, max_cells: Optional[int] = None) -> ProposalReport:
     """Choose cells within ``gpu_hours`` for the target (``a``, or ``loss`` at ``at_flops`` FLOPs,
-    default 10x the largest finished budget); draw them into ``figure`` (default <study dir>/propose.png)
+    default 10x the largest finished budget), at most ``max_cells`` of them; draw them into ``figure`` (default <study dir>/propose.png)
     and with ``write`` add them to <study dir>/proposed.yaml. Raises InputError (one line, nothing
     written) for a bad setting or when no group can be fitted yet, naming the cells to run first."""
     if gpu_hours <= 0:
         raise InputError(f"--gpu-hours: expected a positive number of GPU-hours, got {gpu_hours:g}")
     if at_flops is not None and not at_flops > 0:
         raise InputError(f"--at-flops: expected a positive number of FLOPs, got {at_flops:g}")
+    if max_cells is not None and max_cells < 1:
+        raise InputError(f"--max-cells: expected at least 1, got {max_cells}")
     if candidates < 2:
         raise InputError(f"--candidates: expected at least 2 tokens-per-parameter values per member, got {candidates}")
     plan = expand(study)
@@ -194,7 +199,7 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
         cand_of.append((g, mine))
     if not states:
         raise InputError(f"{study.study_dir}: no group can be fitted yet; " + "; ".join(refusals))
-    picks = greedy(states, gpu_hours)
+    picks = greedy(states, gpu_hours, max_cells)
     rows, spent = [], 0.0
     for i, pick in picks:
         g, mine = cand_of[i]
@@ -208,6 +213,9 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
                      "width_after": pick.width_after, "why": pick.why})
     report = ProposalReport(target=target, flops=at_flops, budget=float(gpu_hours), groups=groups, rows=rows,
                             spent=spent, params_col=params_col)
+    free = np.concatenate([st.cost[st.free] for st in states])
+    report.candidates = (sum(st.cost.size for st in states), sum(st.skipped_close for st in states),
+                         float(free.min()) if free.size else float("nan"))
     figure = Path(figure) if figure is not None else study.study_dir / FIGURE_NAME
     report.figure = plot_proposal(report, figure, plan_flops=sorted({c.flops for c in plan}))
     if write and rows:
@@ -238,7 +246,11 @@ def format_proposal(rep: ProposalReport) -> str:
     table = [[str(i + 1), r["group"], r["member"], short_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
               f"{r['gpu_hours']:.3g}", f"[{r['lo_after']:.4g}, {r['hi_after']:.4g}]", r["why"], r["key"]]
              for i, r in enumerate(rep.rows)]
-    lines.append(format_table(header, table, {0, 3, 4, 5}) if table else "no candidate fits the budget")
+    n, close, cheapest = rep.candidates
+    lines.append(format_table(header, table, {0, 3, 4, 5}) if table else
+                 f"no candidate fits the budget: of {n} candidates not yet planned, {close} lie within half a "
+                 f"grid step in D/N of a planned cell of their size, and the cheapest other costs {cheapest:.3g} "
+                 f"GPU-hours (raise --gpu-hours, or --candidates for a finer grid)")
     lines.append(f"{len(rep.rows)} cells, {rep.spent:.3g} of {rep.budget:.3g} GPU-hours")
     if rep.figure:
         lines.append(f"figure: {rep.figure}")

@@ -46,10 +46,12 @@ def test_propose_write_then_submit_trains_exactly_the_proposed_cells(tmp_path, c
     for key in new_keys:
         assert key in out  # the table names every proposed cell
     # the loss target too (nothing written without --write)
-    assert launch.main(["propose", str(path), "--gpu-hours", "3e-4", "--candidates", "6", "--bootstrap", "40",
-                        "--target", "loss", "--at-flops", "1e11", "--figure", str(tmp_path / "loss.png")]) == 0
+    assert launch.main(["propose", str(path), "--gpu-hours", "1e-2", "--candidates", "6", "--bootstrap", "40",
+                        "--target", "loss", "--at-flops", "1e11", "--max-cells", "2",
+                        "--figure", str(tmp_path / "loss.png")]) == 0
     out = capsys.readouterr().out
     assert "compute-optimal loss at 1e+11 FLOPs" in out and (tmp_path / "loss.png").exists()
+    assert "\n2 cells, " in out
     assert yaml.safe_load((study.study_dir / EXTRA_NAME).read_text())["cells"] == proposed
     assert launch.main(["submit", str(path), "--executor", "debug"]) == 0
     out = capsys.readouterr().out
