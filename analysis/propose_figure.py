@@ -9,9 +9,10 @@ import numpy as np
 from analysis.figures import DPI, PANEL, pyplot
 
 
-def plot_proposal(report, path: Path, plan_flops=()) -> Path:
+def plot_proposal(report, path: Path, budgets=None) -> Path:
     """One panel per group: finished cells (filled), planned not finished (open), proposed (numbered red
-    stars, in the order chosen), and dashed IsoFLOP lines C = 6 N D at the planned budgets. ``report``
+    stars, in the order chosen), and dashed lines of constant C = 6 N D at ``budgets`` (the grid's IsoFLOP
+    budgets), else at every decade of FLOPs the cells span. ``report``
     has ``groups`` (label, done, pending, error) and ``rows`` (group, params, tokens). Returns ``path``."""
     plt = pyplot()
     groups = report.groups
@@ -33,8 +34,11 @@ def plot_proposal(report, path: Path, plan_flops=()) -> Path:
         if len(allp):
             n_lo, n_hi = allp[:, 0].min() / 1.5, allp[:, 0].max() * 1.5
             nn = np.geomspace(n_lo, n_hi, 50)
-            for j, c in enumerate(plan_flops):
-                ax.plot(nn, c / (6 * nn), ls="--", lw=0.7, c="0.6", label="IsoFLOP (planned budgets)" if j == 0 else None)
+            c6 = 6 * allp[:, 0] * allp[:, 1]
+            lines = budgets or 10.0 ** np.arange(np.floor(np.log10(c6.min())), np.ceil(np.log10(c6.max())) + 1)
+            what = "C = 6ND, grid budgets" if budgets else "C = 6ND, decades"
+            for j, c in enumerate(lines):
+                ax.plot(nn, c / (6 * nn), ls="--", lw=0.7, c="0.6", label=what if j == 0 else None)
             ax.set_xlim(n_lo, n_hi)
             ax.set_ylim(allp[:, 1].min() / 2, allp[:, 1].max() * 2)
         ax.set_xscale("log")

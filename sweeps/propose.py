@@ -217,7 +217,7 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
     report.candidates = (sum(st.cost.size for st in states), sum(st.skipped_close for st in states),
                          float(free.min()) if free.size else float("nan"))
     figure = Path(figure) if figure is not None else study.study_dir / FIGURE_NAME
-    report.figure = plot_proposal(report, figure, plan_flops=sorted({c.flops for c in plan}))
+    report.figure = plot_proposal(report, figure, budgets=study.grid.flops)
     if write and rows:
         with study_lock(study.study_dir):  # not while a submit decides, nor beside another propose --write
             write_extra(study, [ExtraCell(family=r["family"], member=r["member"], setup=r["setup"],
@@ -241,7 +241,7 @@ def format_proposal(rep: ProposalReport) -> str:
         lines.append(f"  {g.label}: {g.n_done} finished, {g.n_pending} planned not finished (counted as run); "
                      f"now {now}{boot}; residual sd {g.sigma:.3g} in log loss")
         if g.unidentified:
-            lines.append(f"    not identified yet: {g.unidentified} (the proposal aims at it; its numbers are rough)")
+            lines.append(f"    not identified yet: {g.unidentified}; the intervals below are rough")
     header = ["#", "group", "member", "tokens", "tok/param", "GPU-h", "interval after", "why", "key"]
     table = [[str(i + 1), r["group"], r["member"], short_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
               f"{r['gpu_hours']:.3g}", f"[{r['lo_after']:.4g}, {r['hi_after']:.4g}]", r["why"], r["key"]]
