@@ -25,7 +25,8 @@ def plot_proposal(report, path: Path, budgets=None) -> Path:
         if len(pts[0]):
             ax.scatter(pts[0][:, 0], pts[0][:, 1], c="k", s=22, label="finished")
         if len(pts[1]):
-            ax.scatter(pts[1][:, 0], pts[1][:, 1], facecolors="none", edgecolors="k", s=30, label="planned, not finished")
+            ax.scatter(pts[1][:, 0], pts[1][:, 1], facecolors="none", edgecolors="k", s=30,
+                       label="planned, not finished")
         if len(prop):
             ax.scatter(prop[:, 0], prop[:, 1], marker="*", c="tab:red", s=110, label="proposed", zorder=3)
             for i, (n, d) in enumerate(prop):

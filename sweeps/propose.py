@@ -105,7 +105,7 @@ def _run_first(cells: list[RunSpec], done_keys: set, hours: dict) -> str:
 def ratio_limits(study: Study, cells: list[RunSpec]) -> tuple[float, float]:
     """Tokens per parameter the candidates span: the grid's limits, else its planned cells' span."""
     r = [c.tokens / c.params.total for c in cells]
-    lo = study.grid.min_tokens_per_param if study.grid.min_tokens_per_param is not None else min(r)
+    lo = study.grid.min_tokens_per_param if study.grid.min_tokens_per_param else min(r)  # 0: no lower limit
     hi = study.grid.max_tokens_per_param if study.grid.max_tokens_per_param is not None else max(r)
     return float(lo), float(hi)
 
@@ -115,9 +115,10 @@ def propose_study(study: Study, gpu_hours: float, target: str = "a", at_flops: O
                   n_bootstrap: int = 200, seed: int = 0, write: bool = False,
                   figure: Optional[Path] = None, max_cells: Optional[int] = None) -> ProposalReport:
     """Choose cells within ``gpu_hours`` for the target (``a``, or ``loss`` at ``at_flops`` FLOPs,
-    default 10x the largest finished budget), at most ``max_cells`` of them; draw them into ``figure`` (default <study dir>/propose.png)
-    and with ``write`` add them to <study dir>/proposed.yaml. Raises InputError (one line, nothing
-    written) for a bad setting or when no group can be fitted yet, naming the cells to run first."""
+    default 10x the largest finished budget), at most ``max_cells`` of them; draw them into ``figure``
+    (default <study dir>/propose.png) and with ``write`` add them to <study dir>/proposed.yaml.
+    Raises InputError (one line, nothing written) for a bad setting or when no group can be fitted yet,
+    naming the cells to run first."""
     if gpu_hours <= 0:
         raise InputError(f"--gpu-hours: expected a positive number of GPU-hours, got {gpu_hours:g}")
     if at_flops is not None and not at_flops > 0:
