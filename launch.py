@@ -183,6 +183,16 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     print(json.dumps(rec, indent=1, default=str) if args.json else format_recommendation(rec))
 
 
+def cmd_propose(args: argparse.Namespace) -> None:
+    from sweeps.propose import format_proposal, propose_study
+
+    rep = propose_study(_study(args), args.gpu_hours, target=args.target, at_flops=args.at_flops,
+                        candidates=args.candidates, params_col=args.params_col, loss_col=args.loss_col,
+                        n_bootstrap=args.bootstrap, seed=args.seed, write=args.write, figure=args.figure,
+                        max_cells=args.max_cells)
+    print(format_proposal(rep))
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from sweeps.tune import format_result, tune
 
@@ -368,6 +378,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
     p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("propose", help="the next cells that shrink the interval on a (or a loss) most per GPU-hour",
+                       description="Fit L(N, D) (Approach 3 with bootstrap) to each group's finished cells, score "
+                                   "every candidate cell (each member at --candidates tokens-per-parameter values "
+                                   "within the study's limits, not yet planned, costed by the study's cost model) "
+                                   "by the expected shrinkage of the target's 95%% interval per GPU-hour (Fisher "
+                                   "information averaged over the bootstrap fits, delta method), choose greedily "
+                                   "within --gpu-hours, print the table and draw the cells (PNG). With --write the "
+                                   "cells go to <study dir>/proposed.yaml, which plan and submit read.")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--gpu-hours", type=float, required=True, help="GPU-hours to spend on the proposed cells")
+    p.add_argument("--target", choices=["a", "loss"], default="a",
+                   help="a: the allocation exponent (default); loss: the compute-optimal loss at --at-flops")
+    p.add_argument("--at-flops", type=float, help="--target loss: FLOPs (default 10x the largest finished budget)")
+    p.add_argument("--candidates", type=int, default=9,
+                   help="tokens-per-parameter values per member, log-spaced within the study's limits (default 9)")
+    p.add_argument("--max-cells", type=int, help="at most this many cells (each cell has overheads the "
+                                                 "GPU-hour estimate does not count)")
+    p.add_argument("--write", action="store_true", help="add the proposed cells to <study dir>/proposed.yaml")
+    p.add_argument("--figure", help="PNG of the proposal (default <study dir>/propose.png)")
+    p.add_argument("--params-col", default="params_total", choices=["params_total", "params_nonembedding"],
+                   help="parameter-count convention for N (default params_total)")
+    p.add_argument("--loss-col", default="val_loss_speech", help="loss to fit (default val_loss_speech)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
+    p.set_defaults(func=cmd_propose)
 
     for name in ("report", "recommend"):
         if name == "report":

@@ -22,6 +22,7 @@ from scaling.spec import RunSpec
 from scaling.typed_config import from_dict
 from scaling.vocab import vocab_rows
 
+from .extra import ExtraCell, extra_path, load_extra
 from .keys import KeyHasher, read_data
 from .study import Family, Study, StudyError
 
@@ -228,13 +229,16 @@ def _resolve_tuned(study: Study, training: TrainingConfig, doc: dict, counts: Pa
     return resolved
 
 
-def expand(study: Study) -> list[RunSpec]:
+def expand(study: Study, extra: Optional[list[ExtraCell]] = None) -> list[RunSpec]:
     """Every cell of the study, in a stable order. Raises StudyError for an empty grid.
+
+    `extra`: cells added to the grid (default: <study dir>/proposed.yaml, written by `propose`); one that
+    names no family / member / setup / variant of the study is a StudyError.
 
     `lr: tuned` / `batch_tokens: tuned` are resolved per cell from <study dir>/tuned.json before the cell
     key is hashed, so a key reflects the value the cell trains with (and equals the key of the same cell
     with that value written out)."""
-    return expand_counted(study)[0]
+    return expand_counted(study, extra)[0]
 
 
 @dataclass
@@ -249,10 +253,14 @@ class VariantCount:
         return self.cells > 0 and self.repeated == self.cells
 
 
-def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], VariantCount]]:
+def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
+                   ) -> tuple[list[RunSpec], dict[Optional[str], VariantCount]]:
     """`expand`'s cells and, per variant, how many cells it gave and how many repeated earlier ones."""
     families = resolve_families(study)
     per_variant: dict[Optional[str], VariantCount] = {}
+    from_file = extra is None
+    extra = load_extra(study) if from_file else list(extra)
+    extra_used = [False] * len(extra)
     convention = study.grid.flops_convention
     tracking = dataclasses.asdict(study.tracking)
     tracking["experiment"] = tracking["experiment"] or study.name
@@ -304,6 +312,11 @@ def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], Var
                     budgets = _budgets(study, counts, fpt) if rule == "grid" else _twin_budgets(rule, sibling, fpt)
                     if si == 0:
                         sibling = (budgets, fpt)
+                    here = (rf.name, member.name, setup, variant.name)
+                    mine = [i for i, e in enumerate(extra) if e.where == here]   # proposed cells (propose)
+                    budgets = budgets + [extra[i].tokens for i in mine]          # a new list: not the twin's
+                    for i in mine:
+                        extra_used[i] = True
                     for tokens in budgets:
                         fields = {"arch": cfg, "member": spec_str, "weights": fam.weights.get(spec_str),
                                   "tokenizer": fam.tokenizer, "init": init, "setup": setup, "rows": rows,
@@ -324,6 +337,12 @@ def expand_counted(study: Study) -> tuple[list[RunSpec], dict[Optional[str], Var
                             params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
                             cost_flops=cost_fpt * tokens, data=run_data, training=cell_training, eval=run_eval,
                             tracking=tracking))
+    unused = [i for i, used in enumerate(extra_used) if not used]
+    if unused:
+        e = extra[unused[0]]
+        where = f"{extra_path(study)}: cells[{unused[0]}]" if from_file else f"extra cell {unused[0]}"
+        raise StudyError(f"{where}: no cell of the study has family {e.family}, member {e.member}, setup "
+                         f"{e.setup} and variant {e.variant}; expected one that `plan` lists")
     if not cells:
         raise StudyError(f"{study.source}: grid: no cells; every budget was filtered out by "
                          "min/max_tokens_per_param (or no budget gives a whole token)")
