@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slm-scaling",
         description="Scaling-law studies of interleaved speech-text language models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    root = argparse.ArgumentParser(add_help=False)   # the option every study command shares
+    root.add_argument("--root", help="runs root directory (default: the study's `root`, else ./runs)")
 
     p = sub.add_parser("demo", help="the whole tool at micro scale on this CPU: data, TextLM family, study, report",
                        description="Generate stories, speak them with eSpeak into 25 Hz units, write the evaluation "
@@ -237,15 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study file (default examples/micro.yaml; its data goes to <stem>-data/ beside it)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("plan", help="print a study's cells: parameters, tokens, FLOPs, GPU-hours",
+    p = sub.add_parser("plan", parents=[root], help="print a study's cells: parameters, tokens, FLOPs, GPU-hours",
                        description="Validate a study file and print its grid of cells with exact parameter "
                                    "counts, token budgets, FLOPs and a GPU-hour estimate. Writes nothing.")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--json", action="store_true", help="print a JSON list of cells instead of the table")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`, else ./runs)")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("train", help="train one cell in this process",
+    p = sub.add_parser("train", parents=[root], help="train one cell in this process",
                        description="Train one cell to its token budget in this process: a run directory "
                                    "(holding spec.json), or a study file with --cell KEY (its run directory is "
                                    "created). Resumes from the newest checkpoint. Exit code 0 when DONE, 3 when "
@@ -254,16 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "nothing is touched).")
     p.add_argument("target", help="run directory, or study file (with --cell)")
     p.add_argument("--cell", help="cell key (or a unique prefix) when TARGET is a study file")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sync", help="mirror a study's run directories to MLflow",
+    p = sub.add_parser("sync", parents=[root], help="mirror a study's run directories to MLflow",
                        description="Replay every run directory of the study into MLflow (params, metrics "
                                    "stepped by tokens, results, status), writing only what the tracking store "
                                    "lacks; for runs that trained while the server was unreachable.")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--uri", help="tracking URI (default: the study's tracking.uri, else each run's own)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("fit", help="fit a scaling law (Approach 3 L(N, D), or Approach 2 IsoFLOP) to a CSV",
@@ -294,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", metavar="E,A,B,alpha,beta", help="with --data-constrained: the base law, given")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("submit", help="submit a study's cells (Slurm, local or debug), idempotently",
+    p = sub.add_parser("submit", parents=[root], help="submit a study's cells (Slurm, local or debug), idempotently",
                        description="Create the run directories, snapshot the code, and submit every cell "
                                    "that is not DONE and has no live job (FAILED cells up to "
                                    "executor.max_retries), as job arrays chunked to the cluster's maximum array "
@@ -305,27 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once (naming the holder) when another submit, tune or demo holds the study's lock")
     p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="per-cell state, progress, loss, speed and ETA",
+    p = sub.add_parser("status", parents=[root], help="per-cell state, progress, loss, speed and ETA",
                        description="A table per cell from the run directories (state, attempts, job id, tokens "
                                    "done / budget, last loss, tokens/s, ETA) checked against the scheduler with "
                                    "one query, and counts per state.")
     p.add_argument("study", help="study file (YAML)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.add_argument("--all-cells", action="store_true", help=ALL_CELLS_HELP)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("cancel", help="cancel the live jobs of a study (or of some cells)",
+    p = sub.add_parser("cancel", parents=[root], help="cancel the live jobs of a study (or of some cells)",
                        description="Cancel the queued or running jobs of the study's cells; a cancelled cell "
                                    "checkpoints (SIGTERM) and a later submit resumes it.")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("--cells", nargs="+", help="cell keys or key prefixes (default: every cell)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("tracking-server", help="run an MLflow server for the study (for cluster jobs)",
+    p = sub.add_parser("tracking-server", parents=[root], help="run an MLflow server for the study (for cluster jobs)",
                        description="Start `mlflow server` on a private PostgreSQL in <study dir>/postgres "
                                    "(scripts/postgres/start.sh; --backend-store-uri for any database, --sqlite "
                                    "for one machine), bound to 127.0.0.1 unless --host says otherwise; point "
@@ -341,10 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postgres-dir", help="data folder of the project's PostgreSQL (default <study dir>/postgres; "
                                           "user postgres must reach it)")
     p.add_argument("--postgres-port", type=int, default=5433, help="its port on 127.0.0.1 (default 5433)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tracking_server)
 
-    p = sub.add_parser("ui", help="open the study's MLflow experiment in the MLflow UI",
+    p = sub.add_parser("ui", parents=[root], help="open the study's MLflow experiment in the MLflow UI",
                        description="Start `mlflow ui` on the study's tracking store (the SQLite file in the study "
                                    "directory, or tracking.uri), bound to 127.0.0.1 unless --host says otherwise, "
                                    "print the experiment's URL, open a browser, and wait (Ctrl-C stops it). When "
@@ -355,10 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--print-command", action="store_true", help="print the `mlflow ui` command and exit")
     p.add_argument("--tracking-uri", help="override tracking.uri")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("tune", help="tune lr, warmup and batch size of small members with optuna",
+    p = sub.add_parser("tune", parents=[root], help="tune lr, warmup and batch size of small members with optuna",
                        description="An optuna search (study `tune:` section: space, trials_per_batch, seed, "
                                    "budget) per member: trials are cells at the tuning budget, asked in batches "
                                    "and dispatched through the executors (local, Slurm, debug), pruned on "
@@ -376,10 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["slurm", "local", "debug"], help="override executor.kind")
     p.add_argument("--storage", help="optuna storage URL (default tune.storage, else the study dir's optuna.db)")
     p.add_argument("--tracking-uri", help="override tracking.uri (e.g. the study's tracking server)")
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("propose", help="the next cells that shrink the interval on a (or a loss) most per GPU-hour",
+    p = sub.add_parser("propose", parents=[root], help="the next cells that shrink the interval on a (or a loss) most per GPU-hour",
                        description="Fit L(N, D) (Approach 3 with bootstrap) to each group's finished cells, score "
                                    "every candidate cell (each member at --candidates tokens-per-parameter values "
                                    "within the study's limits, not yet planned, costed by the study's cost model) "
@@ -403,12 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-col", default="val_loss_speech", help="loss to fit (default val_loss_speech)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--root", help="runs root directory (default: the study's `root`)")
     p.set_defaults(func=cmd_propose)
 
     for name in ("report", "recommend"):
         if name == "report":
-            p = sub.add_parser("report", help="fit scaling laws to a study's finished runs and write a report",
+            p = sub.add_parser("report", parents=[root], help="fit scaling laws to a study's finished runs and write a report",
                                description="Harvest the study's DONE run directories, fit L(N, D) (Approach 3 "
                                            "with bootstrap intervals), IsoFLOP parabolas (Approach 2), the "
                                            "loss-compute frontier and downstream metrics against compute per group "
@@ -419,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
             p.set_defaults(func=cmd_report)
         else:
-            p = sub.add_parser("recommend", help="compute-optimal model size and tokens for a FLOP budget",
+            p = sub.add_parser("recommend", parents=[root], help="compute-optimal model size and tokens for a FLOP budget",
                                description="Fit L(N, D) to the study's finished runs and print, for --budget FLOPs, "
                                            "N_opt, D_opt, tokens per parameter and the predicted loss with "
                                            "bootstrap intervals, and the nearest member of each family with the "
@@ -432,7 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parameter-count convention for N (default params_total)")
         p.add_argument("--loss-col", default="val_loss_speech", help="loss to fit (default val_loss_speech)")
         p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
-        p.add_argument("--root", help="runs root directory (default: the study's `root`)")
         p.add_argument("--all-cells", action="store_true", help=ALL_CELLS_HELP)
     return parser
 
