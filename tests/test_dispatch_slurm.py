@@ -167,6 +167,9 @@ def test_failed_cell_retried_alone(tmp_path, slurm):
     assert "submitted 1 of 2 cells" in again.stdout and f"{bad}: submit (retry 1/2)" in again.stdout
     final = wait_terminal(study_dir, 2, min_attempts=2)
     assert final[bad]["failures"] == 2
+    deadline = time.time() + 60                       # accounting records a finished job a little later
+    while len(sacct_jobs(t1)) < 1 and time.time() < deadline:
+        time.sleep(1)
     assert len(sacct_jobs(t1)) == 1                                            # only the failed cell ran again
     wait_for_empty_queue(60)
 
@@ -239,6 +242,6 @@ def test_concurrent_submits_and_tune_give_each_cell_one_job(tmp_path, slurm):
     study_dir = tmp_path / "runs" / "race"
     final = wait_terminal(study_dir, 6)
     assert all(v["state"] == "DONE" and len(v["job_ids"]) == 1 for v in final.values()), final
-    jobs = sacct_jobs(t0)
+    jobs = [j for j in sacct_jobs(t0) if j["name"] == "slm-race"]   # not a late record of another test's job
     assert len(jobs) == 6 + 2, jobs                       # 6 grid cells + 2 trials, nothing twice
     wait_for_empty_queue(120)

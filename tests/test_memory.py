@@ -21,7 +21,7 @@ from scaling.vocab import vocab_rows
 from sweeps.lifecycle import group_by_nodes, make_executor
 from sweeps.grid import expand
 from sweeps.plan import cell_rows, format_plan, make_plan
-from sweeps.study import parse_study
+from sweeps.study import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 A100 = 80 * GIB
@@ -228,7 +228,7 @@ def test_gpu_memory_override_and_cpu():
     small = make_plan(parse_study(data))
     cells = by_member(parse_study(data))
     assert small.allocations[cells["qwen2.5-0.5B"].key].sharded
-    tiny = make_plan(parse_study(yaml.safe_load((ROOT / "examples/tiny.yaml").read_text())))
+    tiny = make_plan(load_study(ROOT / "examples/tiny.yaml"))   # from its file: data paths resolve beside it
     assert tiny.allocations == {}
     assert all(r["gpus_needed"] is None and r["mem_total_gb"] is None for r in cell_rows(tiny))
     assert "mem/GPU, GPUs: - (CPU executor)" in format_plan(tiny)
