@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from common.errors import InputError
+from common.mlflow_contract import redact_uri
+from common.rundir import LEASE_BUSY_EXIT, LeaseBusy
+from sweeps.study import StudyError, load_study
+
+# Each cmd_* imports its own command's modules inside the function, on purpose: `plan` and `status` must
+# not pay for torch, transformers, mlflow, optuna or submitit, which only some commands need.
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from sweeps.plan import cell_rows, format_plan, make_plan
-    from sweeps.study import load_study
 
     plan = make_plan(load_study(args.study, root=args.root))
     if args.json:
@@ -28,7 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from scaling.train import train_cell
 
@@ -38,7 +43,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         from sweeps.grid import expand
         from sweeps.rundirs import ensure_run_dir, select
-        from sweeps.study import StudyError, load_study
 
         if not args.cell:
             raise StudyError(f"{target}: not a run directory; give a study file with --cell KEY")
@@ -48,7 +52,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         cell = select(expand(study), args.cell)
         preflight(study, [cell])  # before the run dir exists
         run_dir = ensure_run_dir(study, cell)
-    from common.rundir import LEASE_BUSY_EXIT, LeaseBusy
 
     try:
         status = train_cell(run_dir)
@@ -60,9 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
-    from common.mlflow_contract import redact_uri
     from sweeps.publish import sync
-    from sweeps.study import load_study
 
     study = load_study(args.study, root=args.root)
     written = sync(study, uri=args.uri)
@@ -90,7 +91,6 @@ def cmd_fit(args: argparse.Namespace) -> int | None:
 
 
 def _study(args: argparse.Namespace):
-    from sweeps.study import load_study
 
     study = load_study(args.study, root=getattr(args, "root", None))
     if getattr(args, "tracking_uri", None):

@@ -16,6 +16,7 @@ from analysis.fit_lnd import bootstrap_lnd, fit_lnd
 from analysis.fitcsv import fit_points_csv
 from analysis.harvest import done_runs, harvest_curves, harvest_results, other_runs
 from analysis.identification import describe, not_identified
+from analysis.mlflow_io import log_report
 from analysis.recommendation import recommend_at_budget
 from analysis.report import report_files, write_report
 from analysis.study_fits import group_label
@@ -65,7 +66,6 @@ def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str
                  title=f"Scaling report: {study_dir.name}", n_bootstrap=n_bootstrap, seed=seed)
     run_id = None
     if tracking_uri:
-        from analysis.mlflow_io import log_report
 
         fits = json.loads((out / "fits.json").read_text())
         run_id = log_report(tracking_uri, experiment or study_dir.name, out, fits)

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from analysis._checks import at_least, loss_array, positive_array, same_length
+from analysis.errors import FitError
 from analysis.isoflop import group_budgets
 
 
@@ -127,7 +128,6 @@ def fit_compute_laws(frame, group_col: str | None = "setup", flops_col: str = "f
     {group: {"loss": LossComputeFit, metric: PowerLaw, ...}}; group None puts all rows in "all".
     A law that cannot be fitted for a group holds the refusal's message as a string instead.
     """
-    from analysis.errors import FitError
 
     groups = [("all", frame)] if group_col is None else list(frame.groupby(group_col, sort=True))
     out = {}

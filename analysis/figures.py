@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from pathlib import Path
 
 import numpy as np
 
@@ -30,10 +31,10 @@ Z95 = 1.959963984540054  # normal quantile of a two-sided 95 % interval
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (reports are written on cluster nodes and in CI)."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib only when a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib only when a figure is drawn
 
     return plt
 
@@ -56,7 +57,7 @@ def _sci(x: float) -> str:
 def log_axis(ax, which: str = "x") -> None:
     """Log scale whose ticks stay readable on a short range: under two decades matplotlib labels
     the minor ticks and they collide, so label 1-2-5 steps instead."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # heavy: matplotlib only when a figure is drawn
 
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
@@ -110,7 +111,7 @@ def _save(plt, fig, path, title: str | None = None):
 
 
 def _log_norm(values):
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm  # heavy: matplotlib only when a figure is drawn
 
     v = np.asarray(values, float)
     v = v[np.isfinite(v) & (v > 0)]
@@ -164,7 +165,7 @@ def _range_txt(r) -> str:
 def plot_isoflop(study, path):
     """(a) Loss against N at each compute budget, the fitted parabola in ln N and its vertex with its 95 %
     interval; dashed: an identified Approach-3 law along the same constant-compute line."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # heavy: matplotlib only when a figure is drawn
 
     plt = pyplot()
     title = f"IsoFLOP profiles (Approach 2): {study.loss_col} against N = {study.params_col} per compute budget"
@@ -318,8 +319,8 @@ def plot_allocation(study, path):
     """(c) Compute-optimal N, D and tokens per parameter against C from identified Approach-3 fits, with
     the 2.5-97.5 % bootstrap band shaded, and the Approach-2 vertices with their 95 % intervals and
     weighted line; the textless reference (Cuervo & Marxer 2024) only over its fitted range."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D  # heavy: matplotlib only when a figure is drawn
+    from matplotlib.patches import Patch  # heavy: matplotlib only when a figure is drawn
 
     plt = pyplot()
     title = "Compute-optimal allocation under C = 6ND: Approach 3 (line, 95% bootstrap band), Approach 2 (points)"
@@ -420,7 +421,7 @@ def plot_loss_frontier(study, path):
     """(d) Every run's loss against C (faint), the best run per budget (bold), the fitted
     L(C) = E + k C^-gamma per group, and, on its own axis, the textless reference frontier L*(C) from
     Cuervo & Marxer's L(N, D) under compute-optimal allocation, over its fitted range only."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # heavy: matplotlib only when a figure is drawn
 
     plt = pyplot()
     title = f"Loss against compute: best {study.loss_col} per budget and L(C) = E + k C^-gamma"
@@ -489,7 +490,7 @@ def plot_metrics(study, path):
     """(e) Each downstream metric at the lowest-loss run of every budget, with its 95 % Wilson interval
     and the chance line; Q(C) = k C^gamma drawn only where the data carry a trend; published laws only
     over their fitted compute range."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # heavy: matplotlib only when a figure is drawn
 
     plt = pyplot()
     title = "Downstream metrics against compute: lowest-loss run per budget (95% intervals) and Q(C) = k C^gamma"
@@ -633,7 +634,6 @@ FIGURES = (
 
 def draw_all(study, curves, out_dir) -> dict:
     """Write the six figures into out_dir; returns {file name: caption of what was drawn} in FIGURES order."""
-    from pathlib import Path
 
     out = Path(out_dir)
     return {FIGURES[0][0]: plot_isoflop(study, out / FIGURES[0][0]),

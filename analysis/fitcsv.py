@@ -31,7 +31,7 @@ def read_points_csv(path, params_col: str = "params", tokens_col: str = "tokens"
     Raises InputError (one line naming the file) when the file is missing or unreadable, a
     required column is absent, or a value is empty, non-numeric, non-finite or not positive.
     """
-    import pandas as pd
+    import pandas as pd  # heavy: pandas only for the CSV path
 
     path = Path(path)
     need = [params_col, tokens_col, loss_col] + ([flops_col] if flops_col else []) + list(extra_cols)

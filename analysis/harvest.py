@@ -132,7 +132,7 @@ def result_row(run_dir: Path) -> dict:
 
 def tidy_frame(rows: list[dict]):
     """DataFrame of rows with the numeric columns coerced to float (unparseable -> NaN)."""
-    import pandas as pd
+    import pandas as pd  # heavy: pandas only when a frame is built
 
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -178,7 +178,7 @@ def harvest_curves(root, study: str | None = None, keys=None):
     A line that is not valid JSON (e.g. half-written by a running job) is skipped; the count
     of skipped lines is in ``frame.attrs["skipped_lines"]``.
     """
-    import pandas as pd
+    import pandas as pd  # heavy: pandas only when a frame is built
 
     records, skipped = [], 0
     for s in _study_dirs(Path(root), study):

@@ -11,6 +11,7 @@ mlflow is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -27,10 +28,9 @@ MAX_NOTE = MAX_TAG_LENGTH
 
 
 def _client(uri: str):
-    import os
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # heavy: mlflow kept off import (see module docstring)
 
     return MlflowClient(tracking_uri=uri)
 
@@ -177,7 +177,7 @@ def log_report(uri: str, experiment: str, out_dir, fits: dict) -> str:
     The run's description is report.md's text (the study's dashboard, which links the newest report,
     is sweeps.dashboard's).
     """
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param  # heavy: mlflow kept off import (see module docstring)
 
     out = Path(out_dir)
     files = sorted(p for p in out.iterdir() if p.is_file())

@@ -148,7 +148,7 @@ def draw_repetition(summary, out_dir) -> Path | None:
     import matplotlib  # heavy optional dependency: only when a report draws this figure
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib only when a figure is drawn
 
     names = list(summary["groups"])
     fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 3.9), squeeze=False)

@@ -105,7 +105,7 @@ def ensure_experiment(client, name: str, description=None, uri: Optional[str] = 
     with its description set: a string replaces a different description, except the one-line default
     `slm-scaling study NAME`, which is only written where there is none (it never replaces a fuller
     description, such as the study's dashboard that sweeps.dashboard writes)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # heavy: mlflow only when talking to a store
     exp = client.get_experiment_by_name(name)
     if exp is None:
         tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: DASHBOARD_VIEW}

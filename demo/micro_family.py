@@ -35,8 +35,8 @@ SIZES: dict[str, dict[str, int]] = {
 def train_tokenizer(texts: Iterable[str], folder: Path, vocab_size: int = 512) -> Path:
     """Train a byte-level BPE tokenizer on `texts` and save it as a transformers tokenizer folder (eos and
     pad specials, no bos; id 0 is a real token, as in Qwen2.5 / Llama-3). Written atomically."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # heavy: tokenizers only when a tokenizer is trained
+    from transformers import PreTrainedTokenizerFast  # heavy: transformers only when a member is exported
 
     folder = Path(folder)
     tok = Tokenizer(models.BPE())
@@ -56,7 +56,7 @@ def train_tokenizer(texts: Iterable[str], folder: Path, vocab_size: int = 512) -
 
 
 def tokenizer_len(folder: Path) -> int:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers only when a member is exported
 
     return len(AutoTokenizer.from_pretrained(str(folder)))
 

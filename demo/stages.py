@@ -35,11 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from analysis.mlflow_io import log_report
 from common.rundir import RunDir, read_json
 from scaling.errors import InputError
 from scaling.fmt import duration, short_count
+from scaling.tracking import default_uri
 
+from sweeps.grid import expand
+from sweeps.rundirs import ensure_run_dir
 from sweeps.study import Study, load_study, parse_study
+from sweeps.ui import command_line
+
+from demo.micro_family import SIZES, export_member, member_config, train_tokenizer
+from demo.speechdata.evalsets import write_manifests
+from demo.speechdata.stories import generate_stories
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "examples" / "micro.yaml"
@@ -216,7 +225,6 @@ class _Layout:
 
 
 def _layout(study_path: Path, spec: DemoSpec) -> _Layout:
-    from demo.micro_family import SIZES
 
     study_path = study_path.resolve()   # local members and their weights resolve to absolute paths
     study = load_study(study_path)
@@ -253,7 +261,6 @@ def _stage_text(st: _Stages, lay: _Layout, spec: DemoSpec) -> dict:
                   "text": spec.text_stories, "speech": spec.speech_stories})
 
     def build() -> dict:
-        from demo.speechdata.stories import generate_stories
 
         stories = generate_stories(spec.text_stories + spec.speech_stories, spec.seed)
         tmp = _tmp_dir(out)
@@ -290,7 +297,7 @@ def _stage_speech(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
 
 def _build_speech(lay: _Layout, spec: DemoSpec, log: Callable[[str], None]):
     """The speech corpus (built, or reused by the builder itself when its inputs are unchanged)."""
-    from demo.speechdata.build import build_speech_corpus
+    from demo.speechdata.build import build_speech_corpus  # heavy: scipy/sklearn speech pipeline
 
     texts = _read_texts(lay.data_dir / "text" / "spoken.jsonl")
     return build_speech_corpus(texts, lay.data_dir / "speech", lay.study.data.units, seed=spec.seed,
@@ -304,7 +311,6 @@ def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str) -
                   "n": spec.eval_pairs, "seed": spec.seed})
 
     def build() -> dict:
-        from demo.speechdata.evalsets import write_manifests
 
         tmp = _tmp_dir(out)
         speak = _build_speech(lay, spec, log=lambda line: None).speak
@@ -320,7 +326,6 @@ def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str) -
 
 
 def _pretrain_study(lay: _Layout, spec: DemoSpec, tok_len: int, eos: int) -> Study:
-    from demo.micro_family import member_config
     ctx = spec.pretrain_training["context"]
     names = list(lay.members)
     base = member_config(lay.members[names[0]], tok_len, ctx, eos)
@@ -350,8 +355,7 @@ def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
     outputs = [lay.tokenizer] + [out / n / "config.json" for n in lay.members]
 
     def build() -> dict:
-        from demo.micro_family import export_member, train_tokenizer
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy: transformers only when a model/tokenizer is built
 
         t0 = time.time()
         texts = _read_texts(lay.data_dir / "text" / "stories.jsonl")
@@ -362,7 +366,6 @@ def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
         shutil.rmtree(runs, ignore_errors=True)       # cells of an older family or text are stale
         pre = _pretrain_study(lay, spec, len(tok), tok.eos_token_id)
         results = _train_in_process(pre, spec, log)
-        from sweeps.grid import expand
 
         tmp = _tmp_dir(out)
         info = {"tokenizer": str(lay.tokenizer), "tokenizer_len": len(tok), "members": {}}
@@ -391,14 +394,12 @@ def _train_in_process(study: Study, spec: DemoSpec, log: Callable[[str], None]) 
     """Train the study's cells one after the other in this process with the training cell (`train_cell`),
     on every core: the TextLM pretraining (a few cells, where a process per cell would spend more time
     importing than training)."""
-    import torch
+    import torch  # heavy: torch only for the training stage
 
-    from scaling.train import train_cell
+    from scaling.train import train_cell  # heavy: imports torch
 
-    from sweeps.grid import expand
-    from sweeps.rundirs import ensure_run_dir
 
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: transformers only when a model/tokenizer is built
 
     hf_logging.disable_progress_bar()   # "Writing model shards" bars would bury the progress lines
     cells = expand(study)
@@ -433,9 +434,8 @@ def run_cells(study: Study, log: Callable[[str], None], spec: DemoSpec, what: st
     and wait for them (the shared submit path and wait loop, sweeps.lifecycle), printing progress;
     returns {key: result.json} of every cell. DONE cells are reused, interrupted ones resume, failures are
     retried up to executor.max_retries; a cell that still fails is a DemoError naming it and its error."""
-    from sweeps.dispatch import submit
-    from sweeps.grid import expand
-    from sweeps.lifecycle import wait_cells
+    from sweeps.dispatch import submit  # heavy: submitit only when cells are submitted
+    from sweeps.lifecycle import wait_cells  # heavy: submitit only when cells are submitted
 
     cells = expand(study)
     keys = [c.key for c in cells]
@@ -508,7 +508,6 @@ def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(study_dir, aside)
         log(f"{head}: the demo data changed since its cells were trained; moved them to {_rel(aside)}")
-    from sweeps.grid import expand
 
     keys = [c.key for c in expand(study)]
     for k in keys:  # a new demo run is a new chance for cells that used up their retries
@@ -547,7 +546,7 @@ def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str],
     experiment = study.tracking.experiment or study.name
 
     def build() -> dict:
-        from analysis.commands import report_study
+        from analysis.commands import report_study  # heavy: scipy fits only for the report stage
 
         tmp = _tmp_dir(out)
         res = report_study(study_dir, out_dir=tmp, tracking_uri=None, experiment=experiment,
@@ -555,7 +554,6 @@ def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str],
         _replace_dir(tmp, out)
         run_id = None
         if uri:
-            from analysis.mlflow_io import log_report
 
             fits = json.loads((out / "fits.json").read_text())
             run_id = log_report(uri, experiment, out, fits)
@@ -585,7 +583,6 @@ def _shell_path(path: str | Path) -> str:
 
 def ui_commands(study_path: Path, study: Study) -> tuple[str, str]:
     """(the `launch.py ui` line that opens the MLflow UI on the study, the bare `mlflow ui` line it runs)."""
-    from sweeps.ui import command_line
 
     py = _shell_path(sys.executable)
     launch = f"{py} {_shell_path(ROOT / 'launch.py')} ui {_shell_path(study_path)}"
@@ -615,7 +612,6 @@ def run_demo(study_path: str | Path = DEFAULT_STUDY, log: Callable[[str], None] 
     _stage_study(st, lay, spec, data_fp, log)
     uri = None
     if lay.study.tracking.enabled:
-        from scaling.tracking import default_uri
 
         uri = lay.study.tracking.uri or default_uri(lay.study.study_dir.resolve())
     _stage_report(st, lay, spec, uri, log)

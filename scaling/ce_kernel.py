@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 try:
-    import triton
-    import triton.language as tl
+    import triton  # heavy/optional: triton only on GPU
+    import triton.language as tl  # heavy/optional: triton only on GPU
 except ImportError:  # CPU-only installs
     triton = None
 

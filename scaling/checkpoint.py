@@ -48,7 +48,7 @@ def latest(run_dir: Path) -> Optional[Path]:
 
 
 def _state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_state_dict  # heavy: torch only for the training path
 
     msd, osd = get_state_dict(model, optimizer)
     return {"model": msd, "optimizer": osd}
@@ -57,7 +57,7 @@ def _state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> di
 def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          meta: dict[str, Any], keep: int) -> Path:
     """Collective: every rank calls it. `model` is the unwrapped module (sharded or not)."""
-    import torch.distributed.checkpoint as dcp
+    import torch.distributed.checkpoint as dcp  # heavy: torch only for the training path
 
     root = _dir(run_dir)
     final = root / f"step_{step:09d}"
@@ -86,8 +86,8 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Collective: load model and optimizer state in place (any world size), restore this rank's RNG
     states; returns the meta dict."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    import torch.distributed.checkpoint as dcp  # heavy: torch only for the training path
+    from torch.distributed.checkpoint.state_dict import set_state_dict  # heavy: torch only for the training path
 
     path = Path(path)
     state = _state_dicts(model, optimizer)

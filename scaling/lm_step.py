@@ -44,14 +44,14 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
                                              dropout_p=dropout if module.training else 0.0, enable_gqa=gqa)
     else:
-        from torch.nn.attention.flex_attention import flex_attention
+        from torch.nn.attention.flex_attention import flex_attention  # heavy: torch only for the training path
 
         out = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
 
 
 def _register_attention() -> None:
-    from transformers import AttentionInterface
+    from transformers import AttentionInterface  # heavy: transformers only when a model/tokenizer is built
 
     AttentionInterface.register(ATTENTION, _attention)
 
@@ -59,7 +59,7 @@ def _register_attention() -> None:
 def _doc_mask(doc: torch.Tensor, flex: bool):
     B, T = doc.shape
     if flex:
-        from torch.nn.attention.flex_attention import create_block_mask
+        from torch.nn.attention.flex_attention import create_block_mask  # heavy: torch only for the training path
 
         def same_doc_causal(b, h, q, kv):
             return (kv <= q) & (doc[b, q] == doc[b, kv])

@@ -179,7 +179,7 @@ def gguf_folder(path: Path, where: str) -> Path:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
         raise InputError(f"{where}: reading {path.name} needs the `gguf` package (pip install gguf)") from None
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer  # heavy: transformers only when a model/tokenizer is built
 
     try:
         config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -255,7 +255,7 @@ def _from_catalog(m: catalog.CatalogMember, weights: Optional[str]) -> Member:
 
 
 def _hf_config(repo_id: str, where: str) -> tuple[Path, str]:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # heavy: hub client only when a member is fetched
 
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
@@ -263,7 +263,7 @@ def _hf_config(repo_id: str, where: str) -> tuple[Path, str]:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise InputError(f"{where}: {repo_id!r} is not a catalog member, a local folder with config.json, "
                          "or in the Hugging Face cache (HF_HUB_OFFLINE is set)")
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # heavy: hub client only when a member is fetched
 
     try:
         return Path(hf_hub_download(repo_id, "config.json")), "hub"

@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .head_chunks import ROW_ALIGN, chunk_tokens
+from .params import count, head_dim, llama_block, row_width
+from .schedule import step_geometry
 
 GIB = 1 << 30
 USABLE = 0.9           # share of a GPU's memory a cell may plan to use (CUDA context, NCCL, fragmentation)
@@ -113,7 +115,6 @@ class ModelShape:
     def from_arch(cls, arch: dict[str, Any], vocab_rows: int, counts: Any = None) -> "ModelShape":
         """From an HF config dict (as in RunSpec.arch) with `vocab_rows` rows; `counts` (ParamCounts)
         defaults to scaling.params.count."""
-        from .params import count, head_dim, llama_block, row_width
 
         if counts is None:
             counts = count(arch, vocab_rows)
@@ -164,7 +165,6 @@ class Workload:
         `scaling.train` deals the global batch to `gpus` ranks."""
         if self.batch_tokens is None:
             return self.micro_batch, 1
-        from .schedule import step_geometry
 
         _, rows, accum = step_geometry(self.batch_tokens, self.context, self.micro_batch, gpus)
         return rows, accum

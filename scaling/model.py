@@ -26,7 +26,7 @@ def _reinit_embeddings(model, std: float, seed: int) -> None:
 
 def load_textlm(weights: str, where: str):
     """The TextLM at `weights` (HF id, local folder, converted GGUF folder or .gguf file), in fp32."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: transformers only when a model/tokenizer is built
 
     gguf = gguf_source(weights)
     if gguf is None:
@@ -48,7 +48,7 @@ def load_textlm(weights: str, where: str):
         raise InputError(f"{where}: loading {path.name} needs the `gguf` package (pip install gguf)") from None
     extra = {}
     try:  # transformers >= 5 may keep GGUF blocks packed (not trainable): ask for plain fp32 tensors
-        from transformers import GgufConfig
+        from transformers import GgufConfig  # heavy: transformers only when a model/tokenizer is built
 
         extra["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:  # older transformers always dequantise
@@ -68,7 +68,7 @@ def load_textlm(weights: str, where: str):
 
 def build_model(spec: RunSpec):
     """The model to train, in fp32 (mixed precision happens in the loop)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy: transformers only when a model/tokenizer is built
 
     torch.manual_seed(spec.training.seed)
     if spec.init == "random":

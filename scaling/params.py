@@ -126,7 +126,7 @@ def count_params(cfg: dict[str, Any], rows: int | None = None, base_rows: int | 
 
 def build_config(cfg: dict[str, Any], rows: int | None = None):
     """A transformers config object for `cfg` (with `rows` vocabulary rows)."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers only when a model/tokenizer is built
 
     fields = {k: v for k, v in cfg.items() if k != "model_type"}
     if rows is not None:
@@ -139,8 +139,8 @@ def build_config(cfg: dict[str, Any], rows: int | None = None):
 
 def count_params_meta(cfg: dict[str, Any], rows: int | None = None, base_rows: int | None = None) -> ParamCounts:
     """The same counts, read off the model transformers builds on the meta device (no memory used)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # heavy: torch only for the training path
+    from transformers import AutoModelForCausalLM  # heavy: transformers only when a model/tokenizer is built
 
     config = build_config(cfg, rows)
     with torch.device("meta"):

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .lm_step import LossModel, decoder_blocks
+from .memory import needs_sharding
 
 
 def wanted(spec, device: torch.device) -> bool:
@@ -32,15 +33,14 @@ def wanted(spec, device: torch.device) -> bool:
         return mode == "fsdp"
     if device.type != "cuda":
         return False
-    from .memory import needs_sharding
 
     return needs_sharding(spec, torch.cuda.get_device_properties(device).total_memory)
 
 
 def shard(model: LossModel, bf16: bool, cpu_offload: bool) -> LossModel:
     """fully_shard each decoder block, then the LossModel as the root unit (in place)."""
-    import torch.distributed as dist
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+    import torch.distributed as dist  # heavy: torch only for the training path
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard  # heavy: torch only for the training path
 
     if not dist.is_initialized():  # one process (e.g. one GPU with CPU offload): a group of one
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
@@ -60,7 +60,7 @@ def shard(model: LossModel, bf16: bool, cpu_offload: bool) -> LossModel:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp import FSDPModule  # heavy: torch only for the training path
 
     return isinstance(model, FSDPModule)
 
@@ -82,7 +82,7 @@ def gathered(model: nn.Module) -> Iterator[None]:
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Collective: the LM's full (unsharded) state dict on CPU, on rank 0 (empty elsewhere), keyed as
     `lm.state_dict()`."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # heavy: torch only for the training path
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     lm = model.lm

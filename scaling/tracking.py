@@ -55,6 +55,8 @@ from common.mlflow_contract import (DASHBOARD_VIEW, END_STATE, EXPERIMENT_KIND, 
                                     default_uri, ensure_experiment, error_code, redact_text, redact_uri)
 from common.rundir import RunDir
 
+from .fmt import duration, short_count
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000             # metrics.jsonl lines a mirror holds in memory before it drops (and replays)
@@ -166,7 +168,6 @@ def result_summary(result: dict) -> str:
         if isinstance(vals, dict) and vals:
             parts.append(f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items() if _is_number(v)))
     if _is_number(result.get("wall_seconds")):
-        from .fmt import duration, short_count
         parts.append(f"{duration(result['wall_seconds'])}"
                      + (f" at {short_count(result['tokens_per_second'])} tokens/s"
                         if _is_number(result.get("tokens_per_second")) else ""))
@@ -220,7 +221,7 @@ def _now_ms() -> int:
 
 def _metric_entities(metrics: dict, step: int, timestamp_ms: int) -> list:
     """MLflow Metric entities for the numeric values of `metrics` (others are skipped, not errors)."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy: mlflow only when a run is tracked
     out = []
     for k, v in metrics.items():
         if isinstance(v, (bool, str)):
@@ -291,7 +292,7 @@ def _set_http_defaults() -> None:
 def _existing_run(client, run_id: Optional[str]):
     """The live run `run_id` on this server, or None if it does not exist (or was deleted).
     Network errors raise: they must not be mistaken for "no such run"."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # heavy: mlflow only when a run is tracked
     if not run_id:
         return None
     try:
@@ -335,7 +336,7 @@ def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, 
 
 def _set_run_tags(client, run_id: str, tags: dict) -> None:
     """Set run tags in one request (values redacted and clipped; empty ones skipped)."""
-    from mlflow.entities import RunTag
+    from mlflow.entities import RunTag  # heavy: mlflow only when a run is tracked
     entities = [RunTag(_clean_key(str(k)), clip(redact_text(str(v)), MAX_TAG_LENGTH))
                 for k, v in tags.items() if v not in (None, "")]
     if entities:
@@ -345,7 +346,7 @@ def _set_run_tags(client, run_id: str, tags: dict) -> None:
 def _log_params(client, run_id: str, params: dict) -> None:
     """Log the run's params; a concurrent logger of the same params (two creators of one cell's run that
     both adopted the oldest) makes the store refuse a duplicate key: fine when the values are ours."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # heavy: mlflow only when a run is tracked
     entities = [Param(k, v) for k, v in flatten(params).items()]
     for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
         try:
@@ -363,7 +364,7 @@ def _log_metric_entities(client, run_id: str, entities: list) -> None:
 
 def _missing_points(client, run_id: str, wanted: dict[str, dict[int, tuple[float, int]]]) -> list:
     """Metric entities for the (key, step) pairs of `wanted` that the run does not hold yet."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy: mlflow only when a run is tracked
     out = []
     for key, points in wanted.items():
         have = {m.step for m in client.get_metric_history(run_id, key)}
@@ -499,7 +500,7 @@ class Mirror:
         at most the HTTP timeout, and none while backing off)."""
         if not self._ready():
             return False
-        from mlflow.entities import RunTag
+        from mlflow.entities import RunTag  # heavy: mlflow only when a run is tracked
         entities = [RunTag(_clean_key(str(k)), clip(redact_text(str(v)), MAX_TAG_LENGTH))
                     for k, v in tags.items()]
         return self._try(lambda: self._client.log_batch(self._run_id, tags=entities), "set_tags")
@@ -625,7 +626,7 @@ class Mirror:
     def _connect(self, reopen: bool = True) -> str:
         """Find (and with `reopen`, set RUNNING) the run of mlflow.json or the experiment's run tagged
         with this cell's key, or create it; raises."""
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # heavy: mlflow only when a run is tracked
         client = MlflowClient(tracking_uri=self.uri)
         run = _existing_run(client, read_record(self.run_dir).get("run_id"))
         live = state_tags(self.run_dir, "RUNNING" if reopen else None)

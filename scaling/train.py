@@ -26,6 +26,7 @@ from common.locks import current_job_id
 from common.rundir import Lease, LeaseBusy, RunDir
 
 from . import checkpoint, sharding
+from . import tracking
 from .data import prepare
 from .lm_step import LossModel, compile_blocks, standard_forward
 from .fmt import duration, short_count
@@ -86,7 +87,6 @@ class _StopAgreement:
 def _mirror(spec: RunSpec, run_dir: Path, log: Callable[[str], None]):
     if not spec.tracking.get("enabled", True):
         return None
-    from . import tracking
 
     uri = spec.tracking.get("uri") or tracking.default_uri(run_dir.parent)
     spec_json = spec.to_json()

@@ -10,8 +10,12 @@ A textless cell has a vocabulary of its own: the units plus two specials (pad, a
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 from .errors import InputError
 
@@ -84,7 +88,6 @@ class SpeechVocab:
 
     def modality_of(self, ids):
         """Per-token modality codes (numpy array): 0 text, 1 speech unit, 2 marker/special."""
-        import numpy as np
 
         ids = np.asarray(ids)
         out = np.zeros(ids.shape, dtype=np.int8)
@@ -97,8 +100,6 @@ class SpeechVocab:
 
     def save(self, folder) -> None:
         """Write the extended tokenizer (an HF folder) or the textless id map."""
-        from pathlib import Path
-        import json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def build_vocab(setup: str, rows: int, n_units: int, tokenizer_source: Optional[
     if tokenizer_source is None:
         raise InputError(f"setup {setup}: a tokenizer is needed; give the family a `tokenizer` "
                          "(an HF id or a local folder)")
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers only when a model/tokenizer is built
 
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer_source)

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 import submitit
 
 from common.locks import FileLock, LockBusy
+from common.rundir import LeaseBusy
 
 
 @contextlib.contextmanager
@@ -54,11 +55,10 @@ class CellJob(submitit.helpers.Checkpointable):
             return self._run()
 
     def _run(self) -> dict:
-        from common.rundir import LeaseBusy
         from scaling.train import INTERRUPTED, train_cell   # torch: imported once a slot is free
 
         if self.threads:
-            import torch
+            import torch  # heavy: torch only once a cell runs
 
             torch.set_num_threads(self.threads)
         env = submitit.JobEnvironment()

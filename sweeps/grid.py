@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from analysis.errors import InputError as AnalysisInputError
+from analysis.lr_law import TUNED_NAME, load_tuned, resolve
 from scaling import members as members_mod
 from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_data, hashed_training
 from scaling.errors import InputError
@@ -196,8 +198,6 @@ def uses_tuned(study: Study) -> bool:
 
 def load_tuned_law(study: Study, what: str = "training.lr") -> dict:
     """<study dir>/tuned.json, or a one-line StudyError saying to run `tune` first."""
-    from analysis.errors import InputError as AnalysisInputError
-    from analysis.lr_law import TUNED_NAME, load_tuned
 
     path = study.study_dir / TUNED_NAME
     if not path.exists():
@@ -212,7 +212,6 @@ def load_tuned_law(study: Study, what: str = "training.lr") -> dict:
 def _resolve_tuned(study: Study, training: TrainingConfig, doc: dict, counts: ParamCounts,
                    where: str) -> TrainingConfig:
     """`training` with its `tuned` settings replaced by the law's values at this cell's N."""
-    from analysis.lr_law import resolve
 
     fields = tuned_fields(training)
     n = counts.total if doc["params"] == "total" else counts.nonembedding

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
+from analysis.lr_law import describe_law
 from scaling.memory import GIB, USABLE, Allocation, Memory
 from scaling.spec import RunSpec
 
@@ -156,7 +157,6 @@ def format_plan(plan: Plan) -> str:
     totals += _memory_totals(plan) + _repeats(plan)
     totals += "\n" + epochs_note(plan.study, [plan.epochs[c.key] for c in plan.cells])
     if plan.tuned is not None:
-        from analysis.lr_law import describe_law
 
         members = ", ".join(plan.tuned.get("members", {}))
         totals += (f"\ntuned ({', '.join(plan.tuned_fields)}) from {plan.study.study_dir / 'tuned.json'} "

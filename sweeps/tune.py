@@ -42,11 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
+from analysis.lr_law import TUNED_NAME, build_tuned, describe_law, write_tuned as write_tuned_json
 from common.mlflow_contract import ensure_experiment
 from common.rundir import RunDir
 from scaling.config import TrainingConfig
+from scaling import tracking
 from scaling.errors import InputError
 from scaling.spec import RunSpec
+from scaling.tracking import default_uri, read_record, redact_text, redact_uri
 from scaling.typed_config import from_dict
 
 from . import scheduler
@@ -198,7 +203,6 @@ def trial_cell(study: Study, target: Target, values: dict[str, Any]) -> RunSpec:
     (cell,) = expand(_derived(study, target.family, target.spec, grid, trial_training(study, values)))
     cell.variant = "tune"
     if study.tracking.enabled:  # the run dir is nested: name the study's store, not one beside the trial
-        from scaling.tracking import default_uri
 
         cell.tracking = {**cell.tracking, "uri": study.tracking.uri or default_uri(study.study_dir)}
     return cell
@@ -256,7 +260,6 @@ class _Parent:
         self.tagged: set[int] = set()
         if not study.tracking.enabled:
             return
-        from scaling import tracking
 
         self.uri = study.tracking.uri or tracking.default_uri(study.study_dir)
         try:
@@ -266,14 +269,12 @@ class _Parent:
             self.client = None
 
     def _warn(self, what: str, e: Exception) -> None:
-        from scaling.tracking import redact_text
 
         print(f"warning: MLflow: cannot {what} ({redact_text(f'{type(e).__name__}: {e}')[:300]})", file=sys.stderr)
 
     def _open(self, study: Study, target: Target, ostudy) -> None:
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # heavy: mlflow kept off plan/status start-up
 
-        from scaling import tracking
 
         client = MlflowClient(tracking_uri=self.uri)
         exp_id = ensure_experiment(client, study.tracking.experiment or study.name,
@@ -306,13 +307,12 @@ class _Parent:
         """Make the trial's MLflow run (once its mirror has created it) a child of the parent."""
         if self.client is None or number in self.tagged:
             return
-        from scaling.tracking import read_record
 
         run_id = read_record(run_dir).get("run_id")
         if not run_id:
             return
         try:
-            from mlflow.entities import RunTag
+            from mlflow.entities import RunTag  # heavy: mlflow kept off plan/status start-up
 
             # kind: analysis.mlflow_io harvests cell runs only (tuning trials are not grid cells)
             self.client.log_batch(run_id, tags=[RunTag(PARENT_RUN_ID, self.run_id), RunTag(TRIAL_TAG, str(number)),
@@ -354,13 +354,12 @@ class _Parent:
 def plots(ostudy, out_dir: Path) -> list[Path]:
     """Optuna's matplotlib plots of the study as PNGs: optimisation history, slice, parameter
     importances (two complete trials or more) and intermediate values (when any were reported)."""
-    import matplotlib
+    import matplotlib  # heavy: figures only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as ovm
+    import matplotlib.pyplot as plt  # heavy: figures only
+    from optuna.trial import TrialState  # heavy: optuna only for tune
+    from optuna.visualization import matplotlib as ovm  # heavy: optuna only for tune
 
     complete = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -393,14 +392,14 @@ def plots(ostudy, out_dir: Path) -> list[Path]:
 
 
 def _best(ostudy):
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # heavy: optuna only for tune
 
     complete = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return min(complete, key=lambda t: t.value) if complete else None
 
 
 def _sampler(study: Study, n_trials: int):
-    import optuna
+    import optuna  # heavy: optuna only for tune
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant_liar is "experimental"
@@ -410,7 +409,7 @@ def _sampler(study: Study, n_trials: int):
 
 def open_optuna(study: Study, target: Target):
     """The member's optuna study (created, or continued with load_if_exists)."""
-    import optuna
+    import optuna  # heavy: optuna only for tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_uri(study)
@@ -427,7 +426,6 @@ def open_optuna(study: Study, target: Target):
         ostudy = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
                                      sampler=_sampler(study, 0), pruner=pruner)
     except Exception as e:  # a bad URL, an unreachable database
-        from scaling.tracking import redact_text
 
         raise StudyError(f"{study.source}: tune.storage: cannot open optuna storage "
                          f"({redact_text(f'{type(e).__name__}: {e}')[:300]})") from None
@@ -480,8 +478,8 @@ class _Member:
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(self) -> MemberReport:
-        import optuna
-        from optuna.trial import TrialState
+        import optuna  # heavy: optuna only for tune
+        from optuna.trial import TrialState  # heavy: optuna only for tune
 
         finished_ok = False
         try:
@@ -524,7 +522,7 @@ class _Member:
     def _run_batch(self, batch: dict[int, Any], params: dict[int, dict]) -> None:
         """Dispatch the batch's trial cells (those without a result or a live job) and wait for them all
         through the shared wait loop, telling optuna as each ends and pruning on the way."""
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # heavy: optuna only for tune
 
         running: dict[str, _Running] = {}
         submit: list[_Running] = []
@@ -621,7 +619,7 @@ class _Member:
                 r.reported.add(step)
 
     def _tell(self, trial, number: int, value: Optional[float], state, error: Optional[str] = None) -> None:
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # heavy: optuna only for tune
 
         if error:
             trial.set_user_attr("error", error[:500])
@@ -663,7 +661,6 @@ class _Member:
 
 
 def _redact(uri: str) -> str:
-    from scaling.tracking import redact_uri
 
     return redact_uri(uri)
 
@@ -674,8 +671,8 @@ def _redact(uri: str) -> str:
 
 def collect_tuned(study: Study) -> dict[str, dict]:
     """The best complete trial of every member the study's optuna storage holds."""
-    import optuna
-    from optuna.trial import TrialState
+    import optuna  # heavy: optuna only for tune
+    from optuna.trial import TrialState  # heavy: optuna only for tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_uri(study)
@@ -706,7 +703,6 @@ def collect_tuned(study: Study) -> dict[str, dict]:
 def write_tuned(study: Study) -> tuple[Optional[Path], Optional[dict]]:
     """Refit the law over every tuned member and write <study dir>/tuned.json (None when no member has
     a complete trial)."""
-    from analysis.lr_law import TUNED_NAME, build_tuned, write_tuned as write
 
     members = collect_tuned(study)
     if not members:
@@ -714,7 +710,7 @@ def write_tuned(study: Study) -> tuple[Optional[Path], Optional[dict]]:
     doc = build_tuned(study.name, members, params=study.tune.params, metric=study.tune.metric, seed=study.tune.seed)
     doc["storage"] = _redact(storage_uri(study))
     doc["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return write(study.study_dir / TUNED_NAME, doc), doc
+    return write_tuned_json(study.study_dir / TUNED_NAME, doc), doc
 
 
 def tune(study: Study, members: Optional[list[str]] = None, trials: Optional[int] = None,
@@ -758,7 +754,6 @@ def format_result(result: TuneResult) -> str:
         lines.append(f"  optuna study {r.optuna_study} in {r.storage}"
                      + (f"; MLflow parent run {r.parent_run_id}" if r.parent_run_id else ""))
     if result.tuned_path is not None:
-        from analysis.lr_law import describe_law
 
         lines.append(f"tuned.json: {result.tuned_path} ({len(result.tuned['members'])} member(s))")
         lines += ["  " + l for l in describe_law(result.tuned).splitlines()]

@@ -19,6 +19,8 @@ browser already holds; then it goes to the runs page as soon as `mlflow ui` answ
 """
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import shlex
@@ -26,11 +28,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+import webbrowser
 from pathlib import Path
 from typing import Callable, Optional
+
+from scaling.tracking import VIEW_KEY, VIEW_TAG, default_uri, redact_uri
 
 from .study import Study, StudyError
 
@@ -46,7 +52,6 @@ FIRST_VISIT = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.
 
 def store_uri(study: Study) -> str:
     """The study's tracking store: `tracking.uri`, else `sqlite:///<study dir>/mlflow.db`."""
-    from scaling.tracking import default_uri
 
     return study.tracking.uri or default_uri(Path(study.study_dir).resolve())
 
@@ -89,7 +94,6 @@ def experiment_url(base: str, experiment: Optional[dict]) -> str:
     """The runs page of `experiment` (a REST experiment object) in the UI's model-training layout, with
     the study's dashboard view (`scaling.tracking.VIEW_TAG`) when the experiment has it; the UI's front
     page when there is no experiment."""
-    from scaling.tracking import VIEW_KEY, VIEW_TAG
 
     base = base.rstrip("/")
     if not experiment:
@@ -118,7 +122,6 @@ def view_storage_key(experiment_id: str) -> str:
 def first_visit_storage(experiment: Optional[dict]) -> dict[str, str]:
     """What the landing page stores when absent: FIRST_VISIT, and the experiment's dashboard view
     (`scaling.tracking.VIEW_TAG`) as its saved view."""
-    from scaling.tracking import VIEW_TAG
 
     out = dict(FIRST_VISIT)
     view = next((t.get("value") for t in (experiment or {}).get("tags", []) if t.get("key") == VIEW_TAG), None)
@@ -150,8 +153,6 @@ def serve_landing(host: str, port: int, page: bytes, opened: Callable[[str], Non
                   wait_s: float = LANDING_WAIT_S) -> bool:
     """Serve `page` on host:port, call `opened(url)` (a browser), and return once the page has run
     (True) or after `wait_s` (False); the port is free again on return."""
-    import http.server
-    import threading
 
     seeded = threading.Event()
 
@@ -322,7 +323,6 @@ def _local(host: str) -> str:
 
 
 def _safe(uri: str) -> str:
-    from scaling.tracking import redact_uri
 
     return redact_uri(uri)
 
@@ -338,7 +338,6 @@ def _request(url: str) -> urllib.request.Request:
     req = urllib.request.Request(urllib.parse.urlunsplit(
         (parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment)))
     if parts.username is not None:
-        import base64
 
         token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
         req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
@@ -354,7 +353,6 @@ def _can_browse() -> bool:
 
 def _browse(url: str) -> None:
     """Open `url` in a graphical browser; on a machine without a display do nothing."""
-    import webbrowser
 
     if not _can_browse():
         return

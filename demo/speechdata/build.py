@@ -104,7 +104,7 @@ def _n_workers(workers: Optional[int]) -> int:
 
 
 def _one_blas_thread() -> None:
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # optional: threadpoolctl only for the parallel build
 
     threadpool_limits(1, user_api="blas")  # per-utterance matrices are small: BLAS threads only contend
 
@@ -112,12 +112,12 @@ def _one_blas_thread() -> None:
 def _results(jobs: list, workers: int):
     """_synth_one of every job, in order (in `workers` forked processes for larger inputs)."""
     if workers <= 1 or len(jobs) < _POOL_MIN:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: threadpoolctl only for the parallel build
 
         with threadpool_limits(1, user_api="blas"):
             yield from map(_synth_one, jobs)
         return
-    import multiprocessing as mp
+    import multiprocessing as mp  # only for the parallel build
 
     # forkserver: the workers are forked from a fresh single-threaded server that imported this module
     # once (cheap forks, imports paid once). A plain fork of this process can deadlock: the caller may

@@ -80,7 +80,7 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 
 def _dlclose(handle: int) -> None:
-    import _ctypes
+    import _ctypes  # only to unload the espeak library
 
     _ctypes.dlclose(handle)
 
@@ -91,7 +91,7 @@ class Espeak:
 
     def __init__(self) -> None:
         try:
-            import espeakng_loader
+            import espeakng_loader  # optional: espeak-ng only for speech synthesis
         except ImportError:
             raise InputError("speech synthesis: the espeakng-loader package is not installed; expected "
                              "`pip install espeakng-loader==0.2.4`") from None

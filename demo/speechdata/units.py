@@ -24,7 +24,7 @@ _QUANTIZE_ROWS = 16384      # rows per distance block: bounds memory at rows x k
 def fit_kmeans(features: np.ndarray, k: int, seed: int, n_init: int = 1, max_iter: int = 100) -> np.ndarray:
     """Float32 centroids [k, dim] of MiniBatchKMeans on `features` [frames, dim]; the same for the same
     (features, k, seed)."""
-    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.cluster import MiniBatchKMeans  # heavy: sklearn only for unit clustering
 
     x = np.ascontiguousarray(features, dtype=np.float32)
     if x.ndim != 2:
@@ -123,8 +123,8 @@ class HubertUnitizer:
 
     def __init__(self, model_path: Union[str, Path], centroids_npy: Union[str, Path, np.ndarray],
                  layer: Union[int, None] = None, device: str = "cpu"):
-        import torch
-        from transformers import HubertModel
+        import torch  # heavy: torch only for HuBERT features
+        from transformers import HubertModel  # heavy: transformers only for HuBERT features
 
         path = Path(model_path)
         if not (path / "config.json").is_file():
