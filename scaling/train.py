@@ -70,14 +70,14 @@ class _StopAgreement:
     def __init__(self, world: int) -> None:
         self.group = None
         if world > 1:
-            import torch.distributed as dist
+            import torch.distributed as dist   # only with several ranks
 
             self.group = dist.new_group(backend="gloo")
 
     def __call__(self, signum: Optional[int]) -> int:
         if self.group is None:
             return signum or 0
-        import torch.distributed as dist
+        import torch.distributed as dist   # only with several ranks
 
         flag = torch.tensor([signum or 0], dtype=torch.int64)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
@@ -123,7 +123,7 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     live process holds it, every rank raises LeaseBusy and nothing is touched. `stop_signals`, when
     given, receives {"signal": signum} of the signal that interrupted the run; `job_id` (the scheduler's)
     is recorded in state.json and the lease."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator   # heavy: imported when a cell trains, not when the module is read
 
     rd = RunDir(run_dir)
     spec = RunSpec.load(rd.path / "spec.json")
