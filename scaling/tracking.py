@@ -327,7 +327,12 @@ def _find_cell_run(client, experiment_id: str, key: Optional[str], run_dir: Path
 def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, run_id: str) -> str:
     """After creating `run_id` for cell `key`: if another process created one too (both searched
     before either created), keep the oldest and delete ours; returns the run to use."""
-    runs = _cell_runs(client, experiment_id, key, run_dir)
+    runs = []
+    for _ in range(3):   # a creator racing us may not be visible to search at once: look again briefly
+        runs = _cell_runs(client, experiment_id, key, run_dir)
+        if runs and runs[0].info.run_id != run_id:
+            break
+        time.sleep(0.3)
     if not runs or runs[0].info.run_id == run_id:
         return run_id
     client.delete_run(run_id)

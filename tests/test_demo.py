@@ -117,7 +117,7 @@ def test_demo_stage_killed_halfway_leaves_nothing_and_is_rebuilt(tmp_path, monke
             raise KeyboardInterrupt  # as if killed while the family is being exported
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(micro_family, "export_member", dying_export)
+    monkeypatch.setattr(demo_mod, "export_member", dying_export)   # stages imports it by name
     with pytest.raises(KeyboardInterrupt):
         run_demo(study, log=lambda _: None, spec=spec)
     data = tmp_path / "demo-data"
@@ -125,7 +125,7 @@ def test_demo_stage_killed_halfway_leaves_nothing_and_is_rebuilt(tmp_path, monke
     assert not (data / ".demo" / "textlm.json").exists()
     assert (data / ".demo" / "evalsets.json").exists()            # the stages before it finished
 
-    monkeypatch.setattr(micro_family, "export_member", real_export)
+    monkeypatch.setattr(demo_mod, "export_member", real_export)
     lines: list[str] = []
     res = run_demo(study, log=lines.append, spec=spec)
     reused = {s.name: s.reused for s in res.stages}
