@@ -79,12 +79,17 @@ class DataConfig:
 PLANNING_ONLY = ("unique_tokens", "warn_epochs")
 
 
-def hashed_data(data: "DataConfig") -> dict:
-    """The data settings that enter the cell key."""
-    d = asdict(data)
-    for name in PLANNING_ONLY:
+def _hashed(config, left_out: tuple[str, ...]) -> dict:
+    """A config section as the cell key hashes it: every field but `left_out`."""
+    d = asdict(config)
+    for name in left_out:
         d.pop(name, None)
     return d
+
+
+def hashed_data(data: "DataConfig") -> dict:
+    """The data settings that enter the cell key."""
+    return _hashed(data, PLANNING_ONLY)
 
 
 # Training settings that change how a cell runs but not what it computes: left out of the cell key
@@ -93,10 +98,7 @@ EXECUTION_ONLY = ("sharding", "cpu_offload")
 
 def hashed_training(training: "TrainingConfig") -> dict:
     """The training settings that enter the cell key."""
-    d = asdict(training)
-    for name in EXECUTION_ONLY:
-        d.pop(name, None)
-    return d
+    return _hashed(training, EXECUTION_ONLY)
 
 
 @dataclass
