@@ -103,7 +103,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     study = _study(args)
     report = submit(study, kind=args.executor, dry_run=args.dry_run, wait=not args.no_wait)
-    for d in report.decisions:
+    for d in report.trunks + report.decisions:   # WSD trunks first: their branches start from them
         print(f"{d.key}: {d.action} ({d.reason})" + (f" job {report.job_ids[d.key]}" if d.key in report.job_ids
                                                      else ""))
     verb = "would submit" if args.dry_run else "submitted"

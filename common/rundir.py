@@ -5,6 +5,7 @@
               metrics.jsonl   one line per logging step (x-axis: tokens seen); written by the lease holder
               result.json     the final result; written by the lease holder
               checkpoints/    step_<n>/ folders (scaling.checkpoint writes them under the lease)
+              branch_points/  a WSD trunk's step_<n>/ checkpoints its branches start from (kept)
               lease           held (flock) by the one process that trains the cell, for its whole life
               .state.lock     held for the instant of each state.json read-modify-write
 
@@ -34,7 +35,7 @@ from .locks import FileLock, LockBusy, describe_holder, holder_info, read_holder
 STATES = ("PENDING", "RUNNING", "DONE", "FAILED")
 SPEC, STATE, METRICS, RESULT = "spec.json", "state.json", "metrics.jsonl", "result.json"
 LEASE, STATE_LOCK = "lease", ".state.lock"
-CHECKPOINTS, LOGS = "checkpoints", "logs"
+CHECKPOINTS, LOGS, BRANCH_POINTS = "checkpoints", "logs", "branch_points"
 LEASE_BUSY_EXIT = 4      # `launch.py train` when another process holds the cell's lease
 NEW_STATE = {"state": "PENDING", "attempts": 0, "failures": 0, "job_ids": []}
 
@@ -45,6 +46,15 @@ TRANSITIONS = {
     "FAILED": {"FAILED", "PENDING", "RUNNING"},
     "DONE": {"DONE"},
 }
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:09d}"
+
+
+def checkpoint_complete(path: Path) -> bool:
+    """A checkpoint folder renamed into place with its metadata (scaling.checkpoint writes it)."""
+    return (path / "meta.pt").is_file() and (path / ".metadata").is_file()
 
 
 class RunDirError(ValueError):
@@ -156,6 +166,21 @@ class RunDir:
         return self.path / CHECKPOINTS
 
     @property
+    def branch_points(self) -> Path:
+        return self.path / BRANCH_POINTS
+
+    def branch_point(self, step: int) -> Path:
+        """A WSD trunk's checkpoint at `step`, the state its branch of that step starts from."""
+        return self.branch_points / checkpoint_name(step)
+
+    def branch_steps(self) -> list[int]:
+        """The steps of this trunk's complete branch points, in order."""
+        if not self.branch_points.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in self.branch_points.glob("step_*")
+                      if p.name[5:].isdigit() and checkpoint_complete(p))
+
+    @property
     def logs(self) -> Path:
         return self.path / LOGS
 
@@ -167,16 +192,18 @@ class RunDir:
     def spec(self, strict: bool = False) -> dict:
         return _load(self.path / SPEC, strict) or {}
 
-    def create(self, spec: dict, tracking_follows: bool = True) -> "RunDir":
+    def create(self, spec: dict, tracking_follows: bool = True, follows: tuple[str, ...] = ()) -> "RunDir":
         """Make the run dir with `spec` (written once; only its `tracking` section follows the study, since
-        where results are mirrored is not part of the key) and a PENDING state."""
+        where results are mirrored is not part of the key, and the fields named in `follows`: a WSD
+        trunk's branch list grows with the grid) and a PENDING state."""
         self.path.mkdir(parents=True, exist_ok=True)
         with self._state_lock():
             old = read_json(self.path / SPEC)
+            names = (("tracking",) if tracking_follows else ()) + tuple(follows)
             if old is None:
                 write_json(self.path / SPEC, spec)
-            elif tracking_follows and old.get("tracking") != spec.get("tracking"):
-                write_json(self.path / SPEC, {**old, "tracking": spec.get("tracking")})
+            elif any(old.get(n) != spec.get(n) for n in names):
+                write_json(self.path / SPEC, {**old, **{n: spec.get(n) for n in names}})
             if not (self.path / STATE).exists():
                 write_json(self.path / STATE, {**NEW_STATE, "updated": _now()})
         return self

@@ -21,6 +21,8 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from common.rundir import checkpoint_complete, checkpoint_name
+
 META = "meta.pt"
 
 
@@ -41,10 +43,11 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def latest(run_dir: Path) -> Optional[Path]:
-    done = sorted(p for p in _dir(run_dir).glob("step_*")
-                  if "." not in p.name and (p / META).is_file() and (p / ".metadata").is_file())
-    return done[-1] if done else None
+def latest(run_dir: Path, also: Optional[Path] = None) -> Optional[Path]:
+    """The newest complete checkpoint of the run dir (or of `also`, a WSD trunk's branch points)."""
+    done = [p for root in (_dir(run_dir), also) if root is not None for p in Path(root).glob("step_*")
+            if "." not in p.name and checkpoint_complete(p)]
+    return max(done, key=lambda p: p.name) if done else None
 
 
 def _state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -55,13 +58,14 @@ def _state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> di
 
 
 def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         meta: dict[str, Any], keep: int) -> Path:
-    """Collective: every rank calls it. `model` is the unwrapped module (sharded or not)."""
+         meta: dict[str, Any], keep: Optional[int], root: Optional[Path] = None) -> Path:
+    """Collective: every rank calls it. `model` is the unwrapped module (sharded or not). `root`: another
+    folder than `checkpoints/` (a trunk's branch points); keep=None prunes nothing."""
     import torch.distributed.checkpoint as dcp  # heavy: torch only for the training path
 
-    root = _dir(run_dir)
-    final = root / f"step_{step:09d}"
-    tmp = root / f"step_{step:09d}.tmp"
+    root = Path(root) if root is not None else _dir(run_dir)
+    final = root / checkpoint_name(step)
+    tmp = root / f"{checkpoint_name(step)}.tmp"
     rank = _rank()
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
@@ -77,8 +81,9 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in sorted(p for p in root.glob("step_*") if "." not in p.name)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        if keep is not None:
+            for old in sorted(p for p in root.glob("step_*") if "." not in p.name)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
 

@@ -93,12 +93,23 @@ def hashed_data(data: "DataConfig") -> dict:
 
 
 # Training settings that change how a cell runs but not what it computes: left out of the cell key
-EXECUTION_ONLY = ("sharding", "cpu_offload")
+EXECUTION_ONLY = ("sharding", "cpu_offload", "share_trunk")
+
+
+WSD_ONLY = ("decay_fraction", "decay_shape")   # read only by the wsd schedule
 
 
 def hashed_training(training: "TrainingConfig") -> dict:
-    """The training settings that enter the cell key."""
-    return _hashed(training, EXECUTION_ONLY)
+    """The training settings that enter the cell key. Settings a cell does not read are left out
+    (the decay of a non-wsd schedule, an unset warmup_tokens), so the keys of studies written before
+    they existed are unchanged."""
+    d = _hashed(training, EXECUTION_ONLY)
+    if training.schedule != "wsd":
+        for name in WSD_ONLY:
+            d.pop(name, None)
+    if d.get("warmup_tokens") is None:
+        d.pop("warmup_tokens", None)
+    return d
 
 
 @dataclass
@@ -110,7 +121,16 @@ class TrainingConfig:
     lr: Union[float, Literal["tuned"]] = bounded(5e-4, gt=0)   # `tuned`: a x N^b from <study>/tuned.json
     min_lr: float = bounded(5e-5, min=0)
     warmup: float = bounded(0.01, min=0, max=0.5)  # share of the optimiser steps
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # warmup in tokens instead of a share (whole steps, rounded up); a wsd study without it warms up over
+    # `warmup` x the smallest budget of each model, so every budget of a trunk shares one warmup
+    warmup_tokens: Optional[int] = bounded(None, min=0)
+    # wsd: warmup-stable-decay; with grid.share_trunks every budget of a model branches off one trunk
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    decay_fraction: float = bounded(0.2, gt=0, max=1)   # wsd: share of the steps spent decaying
+    decay_shape: Literal["linear", "sqrt", "cosine"] = "linear"   # wsd: the decay's shape (sqrt: 1 - sqrt)
+    # wsd: the budgets of one model (family, member, init, setup, variant, these settings) branch off one
+    # constant-LR trunk instead of each training from scratch; false trains every budget on its own
+    share_trunk: bool = True
     weight_decay: float = bounded(0.0, min=0)
     adam_beta1: float = bounded(0.9, min=0, max=1)
     adam_beta2: float = bounded(0.999, min=0, max=1)

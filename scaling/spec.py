@@ -37,6 +37,12 @@ class RunSpec:
     eval: EvalConfig
     # Where results are mirrored; not part of the cell key (it does not change the result).
     tracking: dict[str, Any] = field(default_factory=dict)
+    # WSD trunks (sweeps.trunks): a branch cell names its trunk's run dir and the step it branches at,
+    # {"key": ..., "step": ...}; a trunk (role "trunk") lists its branch steps, {"steps": [...],
+    # "branches": {cell key: step}}. Not part of the cell key: a branch computes what a single WSD run
+    # to its budget computes.
+    role: str = "cell"
+    trunk: Optional[dict[str, Any]] = None
 
     @property
     def tokens_per_param(self) -> float:

@@ -23,7 +23,7 @@ import torch
 from transformers.utils.logging import disable_progress_bar
 
 from common.locks import current_job_id
-from common.rundir import Lease, LeaseBusy, RunDir
+from common.rundir import Lease, LeaseBusy, RunDir, checkpoint_complete
 
 from . import checkpoint, sharding
 from . import tracking
@@ -33,11 +33,13 @@ from .fmt import duration, short_count
 from .evaluate import pair_accuracy, read_pairs, val_loss
 from .model import build_model
 from .preflight import check_cell
-from .schedule import lr_at, step_geometry, warmup_steps
+from .schedule import lr_at, step_geometry, warmup_steps_of
 from .spec import RunSpec
 from .vocab import build_vocab
 
 INTERRUPTED = "INTERRUPTED"
+SEGMENT = "SEGMENT"      # a WSD trunk reached the step it was asked to stop at (a branch point)
+WAITING = "WAITING"      # a WSD branch whose trunk has not reached its branch point yet
 
 
 class _StopFlag:
@@ -116,8 +118,10 @@ PRECISION_NAME = {"no": "fp32"}  # accelerate calls full precision "no"; result.
 
 
 def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: Optional[dict] = None,
-               job_id: Optional[str] = None) -> str:
-    """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED.
+               job_id: Optional[str] = None, until_step: Optional[int] = None) -> str:
+    """Train the cell in `run_dir` (which holds spec.json) to its budget; returns DONE or INTERRUPTED
+    (WAITING: a WSD branch whose trunk has not reached its branch point; SEGMENT: a WSD trunk stopped at
+    `until_step`, one of its branch points, as its segment job asked).
 
     Rank 0 takes the run dir's lease before anything is written and holds it to the end; when another
     live process holds it, every rank raises LeaseBusy and nothing is touched. `stop_signals`, when
@@ -140,14 +144,34 @@ def train_cell(run_dir: Path, log: Callable[[str], None] = print, stop_signals: 
     if agree(1 if busy else None):   # every rank learns that rank 0 was refused
         raise busy or LeaseBusy(rd.path, {})
     try:
-        return _train_leased(spec, rd, lease, acc, agree, log, stop_signals, job_id)
+        return _train_leased(spec, rd, lease, acc, agree, log, stop_signals, job_id, until_step)
     finally:
         if lease is not None:
             lease.release()
 
 
+def trunk_dir(spec: RunSpec, rd: RunDir) -> Optional[RunDir]:
+    """A WSD branch's trunk run dir (beside it in the study dir); None for any other run."""
+    if spec.role != "cell" or not spec.trunk:
+        return None
+    return RunDir(rd.path.parent / spec.trunk["key"])
+
+
+def _branch_waiting(spec: RunSpec, rd: RunDir) -> Optional[str]:
+    """Why a WSD branch cannot start yet (no checkpoint of its own and none at its trunk's branch point)."""
+    trunk = trunk_dir(spec, rd)
+    if trunk is None or checkpoint.latest(rd.path) is not None:
+        return None
+    step = int(spec.trunk["step"])
+    if checkpoint_complete(trunk.branch_point(step)):
+        return None
+    t = trunk.state() if trunk.exists() else {}
+    return (f"waiting on trunk {trunk.key} ({t.get('state', 'not created')}) to reach step {step}"
+            + (f": {t['error']}" if t.get("state") == "FAILED" and t.get("error") else ""))
+
+
 def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, log, stop_signals,
-                  job_id: Optional[str]) -> str:
+                  job_id: Optional[str], until_step: Optional[int] = None) -> str:
     main = acc.is_main_process
     say = log if main else (lambda *_: None)
     if main:
@@ -160,8 +184,15 @@ def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree,
     mirror = None
     try:
         check_cell(spec)  # a missing or malformed input: the cell FAILS with one line before any data is read
+        waiting = _branch_waiting(spec, rd)
+        if waiting is not None:   # the same answer on every rank: the files are shared
+            say(f"{spec.key}: {waiting}")
+            if main:
+                rd.update("PENDING", waiting=waiting)
+            return WAITING
         mirror = _mirror(spec, rd.path, say) if main else None
-        status = _train(spec, rd, lease, acc, agree, say, mirror, stop_signals if stop_signals is not None else {})
+        status = _train(spec, rd, lease, acc, agree, say, mirror, stop_signals if stop_signals is not None else {},
+                        until_step)
     except BaseException as e:
         if main:
             failed = not isinstance(e, KeyboardInterrupt)
@@ -176,6 +207,21 @@ def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree,
     if main and mirror is not None:
         mirror.finish("FINISHED" if status == "DONE" else "KILLED", rd.result() if status == "DONE" else None)
     return status
+
+
+def _as_branch_line(line: dict, branch_step: int, log_every: int, lr_lambda, lr: float) -> Optional[dict]:
+    """A trunk's metrics line as the single WSD run to the branch's budget logs it (None: it logs none):
+    the same up to the branch step, with the LR by the branch's schedule; at the branch step the trunk
+    logged its last step, which the single run logs only on its log_every cadence (evaluations stay)."""
+    s = line.get("step", 0)
+    if s > branch_step:
+        return None
+    if "lr" in line:
+        line = {**line, "lr": lr * lr_lambda(s)}
+    if s == branch_step and s % log_every != 0:
+        kept = {k: v for k, v in line.items() if k in ("step", "tokens", "flops", "time") or k.startswith("val_loss/")}
+        return kept if any(k.startswith("val_loss/") for k in kept) else None
+    return line
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
@@ -236,7 +282,8 @@ def optimizer_step(acc, model, opt, sched, micro: list, step_labels: int, grad_c
     return loss_sum
 
 
-def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, mirror, stopped: dict) -> str:
+def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, mirror, stopped: dict,
+           until_step: Optional[int] = None) -> str:
     run_dir = rd.path
     tr, ev = spec.training, spec.eval
     T, mb, world = tr.context, tr.micro_batch, acc.num_processes
@@ -255,12 +302,21 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
     seqs_per_step, rows, accum = step_geometry(tr.batch_tokens, T, mb, world)
     step_tokens = seqs_per_step * T
     total_steps = math.ceil(spec.tokens / step_tokens)
-    warm = warmup_steps(total_steps, tr.warmup)
+    warm = warmup_steps_of(tr, total_steps, step_tokens)
+    # a WSD trunk trains at the constant LR (after warmup) up to its last branch step, keeping a checkpoint
+    # at each; a branch resumes from its step's checkpoint and decays by its own schedule
+    is_trunk = spec.role == "trunk"
+    branch_steps = set(spec.trunk["steps"]) if is_trunk else set()
+    stop_at = min(until_step, total_steps) if is_trunk and until_step else total_steps
+    kind = "constant" if is_trunk else tr.schedule
+
+    def lr_lambda(s: int) -> float:
+        return lr_at(s, total_steps, warm, tr.lr, tr.min_lr, kind, tr.decay_fraction, tr.decay_shape) / tr.lr
+
     if sharded:
         sharding.shard(core, bf16=acc.mixed_precision == "bf16", cpu_offload=tr.cpu_offload)
     raw_opt = make_optimizer(core.parameters(), tr)   # checkpoints read and write this one
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        raw_opt, lambda s: lr_at(s, total_steps, warm, tr.lr, tr.min_lr, tr.schedule) / tr.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(raw_opt, lr_lambda)
     model, opt = (core, raw_opt) if sharded else acc.prepare(core, raw_opt)
     padding_rows = accum * rows * world - seqs_per_step
     ckpt_every = tr.checkpoint_every_tokens or max(spec.tokens // 10, step_tokens)
@@ -282,18 +338,31 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
     pos = dict.fromkeys(data.shares, 0)
     by_modality = {"text": 0, "speech": 0, "special": 0}
     last_loss = math.nan
-    ck = checkpoint.latest(run_dir)
+    ck = checkpoint.latest(run_dir, also=rd.branch_points if is_trunk else None)
+    trunk = trunk_dir(spec, rd)
+    branched = ck is None and trunk is not None
+    if branched:   # a WSD branch's first start: the trunk's state at the branch step
+        ck = trunk.branch_point(int(spec.trunk["step"]))
     if ck is not None:
         state = checkpoint.load(ck, core, raw_opt)
         sched.load_state_dict(state["scheduler"])
+        for group, base in zip(raw_opt.param_groups, sched.base_lrs):   # the next step's LR by this run's
+            group["lr"] = base * lr_lambda(sched.last_epoch)            # schedule (a branch: its decay)
         step, tokens_done, seq_index = state["step"], state["tokens"], state["seq_index"]
         pos = dict(state["pos"])
         by_modality = dict(state["by_modality"])
         wall_before, last_loss = state["wall"], state["last_loss"]
         if acc.is_main_process:
-            lease.trim_metrics(step)
-        say(f"{spec.key}: resumed from {ck.name} at {tokens_done:,} tokens "
-            f"(written by {state.get('world_size', 1)} proc, now {world})")
+            lease.trim_metrics(0 if branched else step)
+            if branched:   # the trunk's curve up to the branch step is this run's own (LR as it runs it)
+                for line in trunk.metrics():
+                    line = _as_branch_line(line, step, tr.log_every, lr_lambda, tr.lr)
+                    if line is not None:
+                        lease.append_metrics(line)
+                        if mirror is not None:
+                            mirror.log_record(line)
+        say(f"{spec.key}: {'branched off ' + trunk.key + ' at' if branched else 'resumed from'} {ck.name} at "
+            f"{tokens_done:,} tokens (written by {state.get('world_size', 1)} proc, now {world})")
 
     def save_checkpoint() -> None:  # every rank: model and optimizer shards, RNG; rank 0 the rest
         checkpoint.save(run_dir, step, core, raw_opt, {
@@ -316,7 +385,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
     next_eval = ((tokens_done // ev.every_tokens) + 1) * ev.every_tokens if ev.every_tokens else None
     rank = acc.process_index
     with _StopFlag() as stop:
-        while step < total_steps:
+        while step < stop_at:
             step_labels = min(step_tokens, spec.tokens - tokens_done)
             xs, ys = [], []
             for order in range(seqs_per_step):  # this sequence's place in the step
@@ -359,7 +428,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
                 eta = (spec.tokens - tokens_done) / max(tps, 1e-9)
                 say(f"step {step}/{total_steps} | tokens {short_count(tokens_done)}/{short_count(spec.tokens)} | "
                     f"loss {last_loss:.4f} | lr {line['lr']:.2e} | {short_count(tps)} tok/s | ETA {duration(eta)}")
-            if next_eval is not None and tokens_done >= next_eval and step < total_steps:
+            if next_eval is not None and tokens_done >= next_eval and (step < total_steps or is_trunk):
                 line = line or {"step": step, "tokens": tokens_done, "flops": tokens_done * fpt, "time": time.time()}
                 line.update(evaluate_streams())
                 next_eval += ev.every_tokens
@@ -367,16 +436,36 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
                 lease.append_metrics(line)
                 if mirror is not None:
                     mirror.log_record(line)
+            if step in branch_steps:   # a trunk: the state its branch of this step starts from
+                checkpoint.save(run_dir, step, core, raw_opt, {
+                    "scheduler": sched.state_dict(), "step": step, "tokens": tokens_done, "seq_index": seq_index,
+                    "pos": pos, "by_modality": by_modality, "wall": wall_before + (time.time() - t_start),
+                    "last_loss": float(last_loss), "world_size": world}, None, root=rd.branch_points)
+                say(f"{spec.key}: branch point at step {step} ({short_count(tokens_done)} tokens)")
             signum = agree(stop.signal)  # any rank's signal stops every rank at this same step
-            if signum and step < total_steps:
+            if signum and step < stop_at:
                 stopped["signal"] = signum
                 save_checkpoint()
                 say(f"{spec.key}: signal {signum} at step {step}: checkpointed, exiting for requeue")
                 if acc.is_main_process:
                     rd.update("PENDING", interrupted=True)
                 return INTERRUPTED
-            if step % ckpt_every_steps == 0 and step < total_steps:
+            if step % ckpt_every_steps == 0 and step < stop_at and step not in branch_steps:
                 save_checkpoint()
+
+    if is_trunk:   # no evaluation and no weights of its own: its branches are the cells
+        if step < total_steps and step not in branch_steps:   # stopped off a branch point: resume here
+            save_checkpoint()
+        if acc.is_main_process:
+            if step < total_steps:
+                rd.update("PENDING", interrupted=False)
+            else:
+                rd.update("DONE", interrupted=False)
+                shutil.rmtree(rd.checkpoints, ignore_errors=True)   # branch_points/ stay for the branches
+            say(f"{spec.key}: trunk at step {step}/{total_steps} | {tokens_done:,} tokens | "
+                f"branch points {sorted(s for s in branch_steps if s <= step)}")
+        acc.wait_for_everyone()
+        return "DONE" if step >= total_steps else SEGMENT
 
     # --- the end: held-out loss per stream, benchmarks, result.json
     last_loss = float(last_loss)
@@ -416,6 +505,9 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             "mlflow_run_id": mirror.run_id if mirror is not None else None,
         }
         result.update(data.epochs_seen(pos))  # issue 22: epochs and unique tokens of each stream
+        if trunk is not None:   # a WSD branch: what it shares with its trunk (its own tokens are the rest)
+            b = int(spec.trunk["step"])
+            result["branched_from"] = {"trunk": trunk.key, "step": b, "tokens": b * step_tokens}
         lease.write_result(result)
         rd.update("DONE", interrupted=False)
         shutil.rmtree(rd.checkpoints, ignore_errors=True)  # model/ holds the final weights

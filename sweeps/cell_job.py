@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import submitit
 
 from common.locks import FileLock, LockBusy
-from common.rundir import LeaseBusy
+from common.rundir import LeaseBusy, RunDir
 
 
 @contextlib.contextmanager
@@ -43,14 +43,41 @@ def _slot(folder: Optional[str], count: int) -> Iterator[None]:
         time.sleep(0.5)
 
 
+def wait_for_trunk(run_dir: str, poll_s: float = 1.0) -> None:
+    """A WSD branch on the local executor: wait (before taking a slot) until its trunk has written its
+    branch point, or the trunk stops trying (failed, or neither trained nor queued); the training then
+    starts, or says it is waiting on the trunk. Slurm branches wait through job dependencies instead."""
+    from scaling.spec import RunSpec   # light: the spec dataclasses
+    from .scheduler import live_local_jobs
+    from .trunks import branch_ready
+
+    rd = RunDir(Path(run_dir))
+    spec = RunSpec.from_json(rd.spec(), str(rd.path))
+    if spec.role != "cell" or not spec.trunk:
+        return
+    trunk = RunDir(rd.path.parent / spec.trunk["key"])
+    while not branch_ready(rd.path.parent, spec):
+        s = trunk.state()
+        if s.get("state") in ("FAILED", "DONE"):
+            return
+        if not trunk.leased() and not live_local_jobs({s.get("job_id")}):
+            return
+        time.sleep(poll_s)
+
+
 class CellJob(submitit.helpers.Checkpointable):
-    def __init__(self, run_dir: str, threads: int = 0, slots: Optional[str] = None, max_parallel: int = 0):
+    def __init__(self, run_dir: str, threads: int = 0, slots: Optional[str] = None, max_parallel: int = 0,
+                 until_step: Optional[int] = None, trunk_wait: bool = False):
         self.run_dir = str(run_dir)
         self.threads = threads   # CPU threads for torch (the cell's cpus_per_task); 0 leaves torch's default
         self.slots = slots       # local executor: lock-file folder capping the cells that train at once
         self.max_parallel = max_parallel
+        self.until_step = until_step    # a WSD trunk's segment job: stop at this branch step
+        self.trunk_wait = trunk_wait    # a WSD branch on the local executor: wait for its branch point
 
     def __call__(self) -> dict:
+        if self.trunk_wait:
+            wait_for_trunk(self.run_dir)
         with _slot(self.slots, self.max_parallel):
             return self._run()
 
@@ -68,7 +95,7 @@ class CellJob(submitit.helpers.Checkpointable):
         stop = {"signal": None}
         try:
             status = train_cell(Path(self.run_dir), log=lambda line: print(line, flush=True), stop_signals=stop,
-                                job_id=job_id)
+                                job_id=job_id, until_step=self.until_step)
         except LeaseBusy as e:  # a duplicate job of a cell another process trains: leave everything as is
             print(f"{e}", flush=True)
             return {"run_dir": self.run_dir, "status": "BUSY"}
@@ -80,7 +107,8 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # the training state is already on disk in the run dir: requeue the same callable
-        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.threads, self.slots, self.max_parallel))
+        return submitit.helpers.DelayedSubmission(CellJob(self.run_dir, self.threads, self.slots, self.max_parallel,
+                                                          self.until_step, self.trunk_wait))
 
 
 class NoopCellJob:

@@ -20,10 +20,11 @@ from common.rundir import RunDir
 from . import scheduler
 from .cell_job import CellJob
 from .grid import expand
-from .lifecycle import check_tracking, study_lock, submit_cells
+from .lifecycle import JobRequest, check_tracking, study_lock, submit_cells
 from .preflight import preflight
 from .rundirs import ensure_run_dir
 from .study import Study
+from .trunks import Trunk, branch_ready, ensure_trunk_dir, is_branch, trunks_of
 
 @dataclass
 class Decision:
@@ -40,6 +41,7 @@ class SubmitReport:
     snapshot: Optional[Path] = None
     nodes: dict[str, int] = field(default_factory=dict)     # cell key -> nodes its job asks for
     ran: dict[str, str] = field(default_factory=dict)       # debug executor: cell key -> state after running
+    trunks: list[Decision] = field(default_factory=list)    # WSD trunks: what was decided for each
 
     @property
     def submitted(self) -> list[str]:
@@ -48,7 +50,8 @@ class SubmitReport:
     @property
     def failed_in_process(self) -> list[str]:
         """Cells the debug executor ran here that did not end DONE."""
-        return [k for k, state in self.ran.items() if state != "DONE"]
+        cells = {d.key for d in self.decisions}   # a trunk's segment ends PENDING on purpose
+        return [k for k, state in self.ran.items() if state != "DONE" and k in cells]
 
 
 def decide(study: Study, keys: list[str], kind: str) -> list[Decision]:
@@ -79,9 +82,90 @@ def decide(study: Study, keys: list[str], kind: str) -> list[Decision]:
     return out
 
 
+@dataclass
+class TrunkPlan:
+    """What a submit does with a study's WSD trunks: a decision per trunk, the jobs to submit (trunk
+    segments before the branches that wait on them), and the branches that must wait on a trunk that
+    cannot run."""
+    decisions: list[Decision] = field(default_factory=list)
+    requests: list[JobRequest] = field(default_factory=list)     # trunk segments, then waiting branches
+    held: dict[str, str] = field(default_factory=dict)           # branch key -> why it is not submitted
+    resets: list[str] = field(default_factory=list)              # DONE trunks whose branch list grew
+
+
+def decide_trunks(study: Study, cells: list, decisions: list[Decision], kind: str) -> TrunkPlan:
+    """For every trunk with a branch to submit whose branch point does not exist: submit the trunk up to
+    the branch steps needed (Slurm: one segment job per step, each after the previous; local/debug: one
+    job) unless its job is live, and have each such branch start after the segment that writes its
+    point. Branches of a trunk past its retry limit are held (`status` shows them waiting on it)."""
+    out = TrunkPlan()
+    ts = trunks_of(cells)
+    if not ts:
+        return out
+    cell_of = {c.key: c for c in cells}
+    todo = {d.key for d in decisions if d.action == "submit"}
+    states = {t: RunDir(study.study_dir / t).state() for t in ts}
+    live = _live(kind, states)
+    for t in ts.values():
+        rd = RunDir(study.study_dir / t.key)
+        s = states[t.key]
+        waiting = sorted((k for k in t.branches if k in todo and not branch_ready(study.study_dir, cell_of[k])),
+                         key=lambda k: t.branches[k])
+        if not waiting:
+            reason = "every branch point written" if s.get("state") == "DONE" else "no branch waits on it"
+            out.decisions.append(Decision(t.key, "skip", reason))
+            continue
+        need = sorted({t.branches[k] for k in waiting})
+        segs = {int(b): j for b, j in (s.get("segment_jobs") or {}).items()}
+        if s.get("job_id") in live or (rd.path.exists() and rd.leased()):
+            what = f"job {s['job_id']} is live" if s.get("job_id") in live else \
+                f"being trained ({describe_holder(rd.lease_holder())})"
+            out.decisions.append(Decision(t.key, "skip", what))
+            for k in waiting:   # after the live segment that writes its point (else the trunk's last job)
+                b = t.branches[k]
+                after = next((segs[x] for x in sorted(segs) if x >= b and segs[x] in live), s.get("job_id"))
+                out.requests.append(JobRequest(cell_of[k], study.study_dir / k, _branch_kwargs(kind), after))
+            continue
+        if s.get("state") == "FAILED" and s.get("failures", 1) > study.executor.max_retries:
+            why = (f"waiting on trunk {t.key}, which failed {s.get('failures', 1)}x "
+                   f"(retry limit {study.executor.max_retries}): {s.get('error', '')}").rstrip(": ")
+            out.decisions.append(Decision(t.key, "skip", f"failed {s.get('failures', 1)}x, retry limit "
+                                                         f"{study.executor.max_retries}"))
+            out.held.update({k: why for k in waiting})
+            continue
+        if s.get("state") == "DONE":
+            out.resets.append(t.key)
+        reason = "new" if not s.get("attempts") else ("grows" if s.get("state") == "DONE" else "resume")
+        out.decisions.append(Decision(t.key, "submit", f"{reason} to step{'s' if len(need) > 1 else ''} "
+                                                       + ", ".join(map(str, need))))
+        spec = t.spec
+        stops = need if kind == "slurm" else [need[-1]]   # Slurm: segments, so branches start early
+        prev = None
+        for b in stops:
+            name = f"{t.key}@{b}"
+            out.requests.append(JobRequest(spec, study.study_dir / t.key, {"until_step": b}, prev, name))
+            prev = name
+        for k in waiting:
+            b = t.branches[k]
+            seg = next(x for x in stops if x >= b)
+            out.requests.append(JobRequest(cell_of[k], study.study_dir / k, _branch_kwargs(kind),
+                                           f"{t.key}@{seg}"))
+    return out
+
+
+def _branch_kwargs(kind: str) -> dict:
+    return {"trunk_wait": True} if kind == "local" else {}
+
+
 def _live(kind: str, states: dict[str, dict]) -> set[str]:
     ids = {s.get("job_id") for s in states.values() if s.get("job_id") and s.get("executor") == kind}
     return scheduler.live_slurm_jobs(ids) if kind == "slurm" else scheduler.live_local_jobs(ids)
+
+
+def _hold(decisions: list[Decision], trunks: TrunkPlan) -> None:
+    for d in decisions:
+        if d.key in trunks.held:
+            d.action, d.reason = "skip", trunks.held[d.key]
 
 
 def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
@@ -97,16 +181,28 @@ def submit(study: Study, kind: Optional[str] = None, dry_run: bool = False,
     cells = expand(study)
     preflight(study, cells)  # bad data is one line before any run dir or job exists
     if dry_run:
-        return SubmitReport(decisions=decide(study, [c.key for c in cells], kind))
+        decisions = decide(study, [c.key for c in cells], kind)
+        trunks = decide_trunks(study, cells, decisions, kind)
+        _hold(decisions, trunks)
+        return SubmitReport(decisions=decisions, trunks=trunks.decisions)
     study.study_dir.mkdir(parents=True, exist_ok=True)
     with study_lock(study.study_dir, wait=wait, log=log):
         report = SubmitReport(decisions=decide(study, [c.key for c in cells], kind))
+        for t in trunks_of(cells).values():
+            ensure_trunk_dir(study.study_dir, t)
+        trunks = decide_trunks(study, cells, report.decisions, kind)
+        _hold(report.decisions, trunks)
+        report.trunks = trunks.decisions
         todo = {d.key for d in report.decisions if d.action == "submit"}
         if not todo:
             return report
+        for key in trunks.resets:   # a DONE trunk whose grid grew trains on from its last branch point
+            RunDir(study.study_dir / key).update("PENDING", reset=True)
+        with_trunk = {r.path.name for r in trunks.requests}
         run = [(cell, ensure_run_dir(study, cell)) for cell in cells if cell.key in todo]
+        run = trunks.requests + [(c, p) for c, p in run if c.key not in with_trunk]
         done = submit_cells(study, kind, run, job_class=job_class, log=log)
-    for d in report.decisions:
+    for d in report.decisions + report.trunks:
         if d.key in done.skipped:
             d.action, d.reason = "skip", done.skipped[d.key]
     report.job_ids, report.nodes, report.arrays = done.job_ids, done.nodes, done.arrays

@@ -20,6 +20,7 @@ from scaling.config import DataConfig, EvalConfig, TrainingConfig, hashed_data, 
 from scaling.errors import InputError
 from scaling.flops import flops_per_token
 from scaling.params import ParamCounts, count
+from scaling.schedule import step_tokens_of, total_steps_of, warmup_steps, warmup_steps_of, wsd_branch_step
 from scaling.spec import RunSpec
 from scaling.typed_config import from_dict
 from scaling.vocab import vocab_rows
@@ -228,6 +229,28 @@ def _resolve_tuned(study: Study, training: TrainingConfig, doc: dict, counts: Pa
     return resolved
 
 
+def _wsd_warmup(study: Study, training: TrainingConfig, budgets: list[int], where: str) -> TrainingConfig:
+    """A wsd cell's warmup in tokens, the same for every budget of its model: `warmup_tokens` as given,
+    or `warmup` x the steps of the smallest budget of the grid (proposed cells do not move it)."""
+    if training.warmup_tokens is not None or not budgets:
+        return training
+    step = step_tokens_of(training.batch_tokens, training.context)
+    steps = warmup_steps(total_steps_of(min(budgets), training.batch_tokens, training.context), training.warmup)
+    return dataclasses.replace(training, warmup_tokens=steps * step)
+
+
+def _branch_step(study: Study, training: TrainingConfig, tokens: int, where: str) -> int:
+    """The step a wsd cell's decay starts at (its branch point off the trunk); the warmup must be over."""
+    total = total_steps_of(tokens, training.batch_tokens, training.context)
+    start = wsd_branch_step(total, training.decay_fraction)
+    warm = warmup_steps_of(training, total, step_tokens_of(training.batch_tokens, training.context))
+    if warm > start:
+        raise StudyError(f"{study.source}: {where}.warmup_tokens: a budget of {tokens:,} tokens decays from step "
+                         f"{start} but its warmup lasts {warm} steps; expected a warmup that ends before the "
+                         "decay of the smallest budget (lower warmup / warmup_tokens or decay_fraction)")
+    return start
+
+
 def expand(study: Study, extra: Optional[list[ExtraCell]] = None) -> list[RunSpec]:
     """Every cell of the study, in a stable order. Raises StudyError for an empty grid.
 
@@ -302,15 +325,18 @@ def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
                     cell_training = training
                     if tuned_fields(training):
                         cell_training = _resolve_tuned(study, training, tuned_doc, counts, tuned_where)
-                    sig = (setup == "textless", cell_training.lr, cell_training.min_lr, cell_training.batch_tokens)
-                    if sig not in hashers:
-                        hashers[sig] = KeyHasher({**shared, "data": read_data(setup, shared["data"]),
-                                                  "training": hashed_training(cell_training)})
-                    cell_hasher = hashers[sig]
                     rule = study.grid.twin_budget if si == 1 else "grid"
                     budgets = _budgets(study, counts, fpt) if rule == "grid" else _twin_budgets(rule, sibling, fpt)
                     if si == 0:
                         sibling = (budgets, fpt)
+                    if cell_training.schedule == "wsd":
+                        cell_training = _wsd_warmup(study, cell_training, budgets, tuned_where)
+                    sig = (setup == "textless", cell_training.lr, cell_training.min_lr, cell_training.batch_tokens,
+                           cell_training.warmup_tokens)
+                    if sig not in hashers:
+                        hashers[sig] = KeyHasher({**shared, "data": read_data(setup, shared["data"]),
+                                                  "training": hashed_training(cell_training)})
+                    cell_hasher = hashers[sig]
                     here = (rf.name, member.name, setup, variant.name)
                     mine = [i for i, e in enumerate(extra) if e.where == here]   # proposed cells (propose)
                     budgets = budgets + [extra[i].tokens for i in mine]          # a new list: not the twin's
@@ -323,6 +349,10 @@ def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
                         if setup == "textless":
                             del fields["tokenizer"]  # a textless vocabulary is the units alone
                         key = cell_hasher.key(rf.name, member.name, tokens, fields)
+                        trunk = None
+                        if cell_training.schedule == "wsd" and cell_training.share_trunk:
+                            trunk = {"key": cell_hasher.trunk_key(rf.name, member.name, fields),
+                                     "step": _branch_step(study, cell_training, tokens, tuned_where)}
                         count_v.cells += 1
                         if key in seen:
                             count_v.repeated += 1
@@ -335,7 +365,7 @@ def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
                             base_rows=shared_rows,
                             params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
                             cost_flops=cost_fpt * tokens, data=run_data, training=cell_training, eval=run_eval,
-                            tracking=tracking))
+                            tracking=tracking, trunk=trunk))
     unused = [i for i, used in enumerate(extra_used) if not used]
     if unused:
         e = extra[unused[0]]

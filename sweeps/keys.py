@@ -51,3 +51,10 @@ class KeyHasher:
         h = self._base.copy()
         h.update(canonical(fields))
         return f"{family}-{member}-{short_count(tokens)}-{h.hexdigest()[:8]}"
+
+    def trunk_key(self, family: str, member: str, fields: Any) -> str:
+        """The WSD trunk shared by the cells whose fields differ only in their token budget."""
+        h = self._base.copy()
+        h.update(canonical({k: v for k, v in fields.items() if k != "tokens"}))
+        h.update(b"trunk")
+        return f"trunk-{family}-{member}-{h.hexdigest()[:8]}"

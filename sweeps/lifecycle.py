@@ -214,28 +214,51 @@ class Submitted:
     snapshot: Optional[Path] = None
     skipped: dict[str, str] = field(default_factory=dict)    # cell key -> why it was not submitted after all
     ran: dict[str, str] = field(default_factory=dict)        # debug: cell key -> its state after running
+    segments: dict[str, dict[int, str]] = field(default_factory=dict)   # trunk -> {until step: job id}
 
 
-def submit_cells(study: Study, kind: str, cells: list[tuple[RunSpec, Path]], job_class: type = CellJob,
+@dataclass
+class JobRequest:
+    """One job beyond a plain cell's: extra job arguments (a WSD trunk segment's `until_step`, a local
+    branch's `trunk_wait`) and the job it starts after (`after`: the `name` of an earlier request of
+    the same submission, or a live job id). Slurm holds a job with `after` through a dependency
+    (afterany: the job itself checks what it needs); the local and debug executors run requests in
+    order and a local branch waits in its own job."""
+    spec: RunSpec
+    path: Path
+    kwargs: dict = field(default_factory=dict)
+    after: Optional[str] = None
+    name: Optional[str] = None
+
+
+def submit_cells(study: Study, kind: str, cells: list, job_class: type = CellJob,
                  log: Callable[[str], None] = print, tracked: bool = True) -> Submitted:
-    """Submit one job per (spec, run dir), the caller holding the study lock; results are keyed by the
-    run dir's name (a grid cell's key, a tune trial's folder). Each run dir is marked PENDING before its
-    job exists (one that turned DONE, or whose lease a live process holds, is skipped), jobs go out as
-    arrays per node count chunked to the cluster's limit, and each job id is recorded once. The debug
-    executor runs each job here and now (never entering a debugger)."""
+    """Submit one job per (spec, run dir) or JobRequest, the caller holding the study lock; results are
+    keyed by the run dir's name (a grid cell's key, a tune trial's folder). Each run dir is marked PENDING
+    before its job exists (one that turned DONE, or whose lease a live process holds, is skipped), jobs
+    go out as arrays per node count chunked to the cluster's limit (requests with a dependency one by
+    one, in order), and each job id is recorded once. The debug executor runs each job here and now
+    (never entering a debugger)."""
     out = Submitted()
-    todo: list[tuple[RunSpec, Path]] = []
-    for spec, path in cells:
-        rd = RunDir(path)
-        if rd.leased():
-            out.skipped[rd.key] = f"being trained ({describe_holder(rd.lease_holder())})"
-            continue
-        try:
-            rd.update("PENDING", allowed_from={"PENDING", "FAILED", "RUNNING"})
-        except TransitionError as e:
-            out.skipped[rd.key] = str(e)
-            continue
-        todo.append((spec, Path(path)))
+    todo: list[JobRequest] = []
+    marked: dict[Path, bool] = {}
+    for item in cells:
+        req = item if isinstance(item, JobRequest) else JobRequest(item[0], Path(item[1]))
+        req.path = Path(req.path)
+        if req.path not in marked:   # a trunk's segments share its run dir: marked once
+            rd = RunDir(req.path)
+            marked[req.path] = False
+            if rd.leased():
+                out.skipped[rd.key] = f"being trained ({describe_holder(rd.lease_holder())})"
+                continue
+            try:
+                rd.update("PENDING", allowed_from={"PENDING", "FAILED", "RUNNING"})
+            except TransitionError as e:
+                out.skipped[rd.key] = str(e)
+                continue
+            marked[req.path] = True
+        if marked[req.path]:
+            todo.append(req)
     if not todo:
         return out
     out.snapshot = snapshot_code(study.study_dir)
@@ -247,26 +270,58 @@ def submit_cells(study: Study, kind: str, cells: list[tuple[RunSpec, Path]], job
     if kind == "local":  # every local job starts at once: cap how many train together (lock-file slots)
         extra = {"slots": str(study.study_dir / "jobs" / "slots"),
                  "max_parallel": local_parallelism(study.executor.slurm.array_parallelism, threads)}
-    path_of = {id(spec): path for spec, path in todo}
+    ordered = any(r.after or r.kwargs for r in todo)   # a WSD study: trunks before their branches
+    plain = [] if ordered else todo
+    by_name: dict[str, str] = {}
+
+    def record(req: JobRequest, job, nodes: int) -> None:
+        job_id = str(job.job_id)
+        out.job_ids[req.path.name] = job_id
+        out.nodes[req.path.name] = nodes
+        by_name[req.name or req.path.name] = job_id
+        RunDir(req.path).add_job(job_id, executor=kind, submitted=True)
+        if "until_step" in req.kwargs:   # a trunk: which job writes which branch point (for later submits)
+            segs = out.segments.setdefault(req.path.name, {})
+            segs[int(req.kwargs["until_step"])] = job_id
+            with contextlib.suppress(TransitionError):
+                RunDir(req.path).update(segment_jobs={str(b): j for b, j in segs.items()})
+
     with _in_dir(out.snapshot), _detached_output(kind):
-        for nodes, group in group_by_nodes(study, [spec for spec, _ in todo], log).items():
+        groups = group_by_nodes(study, [r.spec for r in todo], log)
+        nodes_of = {id(spec): n for n, group in groups.items() for spec in group}
+        req_of = {id(r.spec): r for r in plain}
+        for nodes, group in groups.items():   # plain cells: arrays per node count
+            part_all = [req_of[id(spec)] for spec in group if id(spec) in req_of]
+            if not part_all:
+                continue
             executor = make_executor(study, kind, study.study_dir / "jobs", nodes=nodes)
-            chunk = max(1, limit) if limit else len(group)
-            for start in range(0, len(group), chunk):
-                part = [path_of[id(spec)] for spec in group[start:start + chunk]]
+            chunk = max(1, limit) if limit else len(part_all)
+            for start in range(0, len(part_all), chunk):
+                part = part_all[start:start + chunk]
                 if kind == "debug":
-                    jobs = [executor.submit(job_class(str(path), threads)) for path in part]
+                    jobs = [executor.submit(job_class(str(r.path), threads)) for r in part]
                 else:
                     with executor.batch():
-                        jobs = [executor.submit(job_class(str(path), threads, **extra)) for path in part]
+                        jobs = [executor.submit(job_class(str(r.path), threads, **extra)) for r in part]
                 out.arrays += 1
-                for path, job in zip(part, jobs):
-                    out.job_ids[path.name] = str(job.job_id)
-                    out.nodes[path.name] = nodes
-                    RunDir(path).add_job(str(job.job_id), executor=kind, submitted=True)
+                for r, job in zip(part, jobs):
+                    record(r, job, nodes)
                 if kind == "debug":
-                    for path, job in zip(part, jobs):
-                        out.ran[path.name] = run_in_process(job, path)
+                    for r, job in zip(part, jobs):
+                        out.ran[r.path.name] = run_in_process(job, r.path)
+        for r in (todo if ordered else []):   # one by one, in order
+            nodes = nodes_of[id(r.spec)]
+            executor = make_executor(study, kind, study.study_dir / "jobs", nodes=nodes)
+            after = by_name.get(r.after, r.after) if r.after else None
+            if kind == "slurm" and after:
+                added = dict(study.executor.slurm.additional_parameters or {})
+                added["dependency"] = f"afterany:{after}"
+                executor.update_parameters(slurm_additional_parameters=added)
+            job = executor.submit(job_class(str(r.path), threads, **(extra if kind == "local" else {}), **r.kwargs))
+            out.arrays += 1
+            record(r, job, nodes)
+            if kind == "debug":
+                out.ran[r.path.name] = run_in_process(job, r.path)
     return out
 
 
