@@ -50,16 +50,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         study = load_study(target, root=args.root)
         cell = select(expand(study), args.cell)
+        from sweeps.trunks import trunk_first
+
         preflight(study, [cell])  # before the run dir exists
         run_dir = ensure_run_dir(study, cell)
+        first = trunk_first(study.study_dir, cell, expand(study))   # a WSD branch: its trunk up to its step
+        if first is not None:
+            code = _train_here(train_cell, *first)
+            if code:
+                return code
 
+    return _train_here(train_cell, run_dir)
+
+
+def _train_here(train_cell, run_dir: Path, until_step=None) -> int:
     try:
-        status = train_cell(run_dir)
+        status = train_cell(run_dir, until_step=until_step)
     except LeaseBusy as e:
         print(f"busy: {e}", file=sys.stderr)
         return LEASE_BUSY_EXIT
     print(f"{status}: {run_dir}")
-    return 0 if status == "DONE" else 3
+    return 0 if status in ("DONE", "SEGMENT") else 3
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
@@ -119,11 +130,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> None:
     from sweeps.membership import not_in_study_note, select_cells
-    from sweeps.status import collect, format_status
+    from sweeps.status import collect, format_status, format_trunks, trunk_status
 
     study = _study(args)
     cells, _, left_out = select_cells(study, args.all_cells)
-    print(format_status(collect(study, cells)))
+    print(format_status(collect(study, cells)) + format_trunks(trunk_status(study, cells)))
     if left_out:
         print(not_in_study_note(left_out))
 

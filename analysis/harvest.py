@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.errors import InputError
-from common.rundir import RunDir, RunDirError
+from common.rundir import RunDir, RunDirError, cell_dirs
 
 PARAM_KEYS = ("total", "embedding", "nonembedding", "output_head", "new_rows", "new_row_params", "vocab_rows")
 VAL_KEYS = ("text", "interleaved", "speech")
@@ -42,7 +42,7 @@ def _study_dirs(root: Path, study: str | None):
 
 
 def _run_dirs(study_dir: Path):
-    return sorted(p for p in study_dir.iterdir() if p.is_dir() and RunDir(p).exists())
+    return cell_dirs(study_dir)   # not the WSD trunks: their branches are the cells
 
 
 def empty_row(study: str | None, key: str | None, state: str = "PENDING", attempts: int = 0) -> dict:

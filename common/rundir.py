@@ -392,6 +392,16 @@ class Lease:
 # ------------------------------------------------------------------- plain functions (read-only helpers)
 
 
+def cell_dirs(study_dir: Path) -> list[Path]:
+    """The run dirs of a study's cells, in name order: not its WSD trunks (role "trunk"), which train
+    the state their branch cells start from and have no result of their own."""
+    d = Path(study_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_dir() and RunDir(p).exists()
+                  and RunDir(p).spec().get("role", "cell") != "trunk")
+
+
 def read_state(run_dir: Path) -> dict:
     return RunDir(run_dir).state()
 

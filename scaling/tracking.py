@@ -53,7 +53,7 @@ from common.mlflow_contract import (DASHBOARD_VIEW, END_STATE, EXPERIMENT_KIND, 
                                     MAX_PARAMS_PER_BATCH, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, REPORT_LINE,
                                     RUN_DIR_TAG, STATE_TAG, STATUSES, VIEW_KEY, VIEW_TAG, artifact_location, clip,
                                     default_uri, ensure_experiment, error_code, redact_text, redact_uri)
-from common.rundir import RunDir
+from common.rundir import RunDir, cell_dirs
 
 from .fmt import duration, short_count
 
@@ -789,4 +789,4 @@ def sync_all(study_dir: Path, uri: Optional[str] = None, experiment: Optional[st
 
 
 def _run_dirs(study_dir: Path) -> Iterable[Path]:
-    return sorted(p for p in study_dir.iterdir() if RunDir(p).exists()) if study_dir.is_dir() else []
+    return cell_dirs(study_dir)   # not the WSD trunks (they have no MLflow run)

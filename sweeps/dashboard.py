@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from common.mlflow_contract import (KIND_TAG, NOTE_TAG, REPORT_LINE, STUDY_HEADER, ensure_experiment, redact_uri,
                                     set_experiment_tag)
-from common.rundir import RunDir
+from common.rundir import RunDir, cell_dirs
 from scaling.fmt import short_count
 
 from .study import Study
@@ -26,8 +26,8 @@ def study_description(study_dir: Path, name: str, experiment_id: Optional[str] =
     """The experiment's description in the MLflow UI (markdown): the study's grid summarised from the
     spec.json files of its run directories, how its runs are tagged, and the report line."""
     specs = []
-    for path in sorted(Path(study_dir).iterdir()) if Path(study_dir).is_dir() else []:
-        spec = RunDir(path).spec() if RunDir(path).exists() else {}
+    for path in cell_dirs(study_dir):
+        spec = RunDir(path).spec()
         if spec.get("key"):
             specs.append(spec)
     lines = [f"{STUDY_HEADER}`{name}`**" + (f": {_grid_summary(specs)}" if specs else ".")]

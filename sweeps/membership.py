@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from common.rundir import cell_dirs
 from scaling.errors import InputError
 from scaling.spec import RunSpec
 
@@ -16,10 +17,7 @@ SHOWN = 4  # keys named in the one-line note; the rest are counted
 
 def other_run_dirs(study: Study, keys: set[str]) -> list[str]:
     """Names of run directories (holding spec.json) under the study dir whose key is not in `keys`."""
-    d = study.study_dir
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "spec.json").is_file() and p.name not in keys)
+    return [p.name for p in cell_dirs(study.study_dir) if p.name not in keys]
 
 
 def other_cells(study: Study, keys: set[str]) -> list[RunSpec]:

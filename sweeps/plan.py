@@ -17,6 +17,7 @@ from .keys import short_count
 from .preflight import preflight
 from .table import format_table
 from .study import Study
+from .trunks import Sharing, Trunk, is_branch, own_fraction, sharing, trunks_of
 
 
 @dataclass
@@ -32,6 +33,27 @@ class Plan:
     # variant (None: base) -> cells it gives and how many equal earlier cells (planned once)
     variant_counts: dict[Optional[str], VariantCount] = field(default_factory=dict)
     epochs: dict[str, CellEpochs] = field(default_factory=dict)   # cell key -> epochs of each stream
+    trunks: dict[str, Trunk] = field(default_factory=dict)        # WSD trunks shared by branch cells
+
+    @property
+    def sharing(self) -> Optional[Sharing]:
+        return sharing(self.cells)
+
+    def own_gpu_hours(self, key: str) -> float:
+        """GPU-hours a cell trains itself (a WSD branch: its decay after the trunk's branch point)."""
+        cell = next(c for c in self.cells if c.key == key)
+        return self.gpu_hours[key] * own_fraction(cell)
+
+    def trunk_gpu_hours(self, trunk: Trunk) -> float:
+        """A trunk's GPU-hours at its largest branch's rate of GPU-hours per cost FLOP."""
+        top = max((c for c in self.cells if c.key in trunk.branches), key=lambda c: c.tokens)
+        return self.gpu_hours[top.key] / top.cost_flops * trunk.spec.cost_flops
+
+    @property
+    def shared_gpu_hours(self) -> float:
+        """What the study costs when WSD branches share their trunks (= total_gpu_hours without trunks)."""
+        return sum(self.own_gpu_hours(c.key) for c in self.cells) + \
+            sum(self.trunk_gpu_hours(t) for t in self.trunks.values())
 
     @property
     def total_gpu_hours(self) -> float:
@@ -55,7 +77,7 @@ def make_plan(study: Study) -> Plan:
             allocations[c.key] = alloc
     counter = EpochCounter(study)
     epochs = {c.key: counter(c) for c in cells}
-    return Plan(study, cells, hours, basis, tuned, fields, allocations, counted, epochs)
+    return Plan(study, cells, hours, basis, tuned, fields, allocations, counted, epochs, trunks_of(cells))
 
 
 def _shown(alloc: Allocation) -> Memory:
@@ -101,6 +123,9 @@ def cell_rows(plan: Plan) -> list[dict]:
             "gpu_hours": plan.gpu_hours[c.key], "gpus": plan.basis.gpus_per_cell,
             "lr": c.training.lr, "min_lr": c.training.min_lr, "batch_tokens": c.training.batch_tokens,
             **_memory_fields(plan.allocations.get(c.key)), **_epoch_fields(plan.epochs.get(c.key)),
+            "schedule": c.training.schedule, "trunk": c.trunk["key"] if is_branch(c) else None,
+            "branch_step": int(c.trunk["step"]) if is_branch(c) else None,
+            "own_gpu_hours": plan.own_gpu_hours(c.key),
         })
     return out
 
@@ -154,7 +179,7 @@ def format_plan(plan: Plan) -> str:
     totals = (f"\n{len(plan.cells)} cells, {plan.total_flops:.3g} FLOPs ({plan.cells[0].flops_convention}), "
               f"{plan.total_gpu_hours:,.4g} {gpu} GPU-hours ({plan.basis.describe()}; "
               f"cost counts 6ND + attention FLOPs)")
-    totals += _memory_totals(plan) + _repeats(plan)
+    totals += _memory_totals(plan) + _repeats(plan) + _trunk_lines(plan)
     totals += "\n" + epochs_note(plan.study, [plan.epochs[c.key] for c in plan.cells])
     if plan.tuned is not None:
 
@@ -162,6 +187,29 @@ def format_plan(plan: Plan) -> str:
         totals += (f"\ntuned ({', '.join(plan.tuned_fields)}) from {plan.study.study_dir / 'tuned.json'} "
                    f"(members {members}):\n  " + describe_law(plan.tuned).replace("\n", "\n  "))
     return table + totals
+
+
+def _trunk_lines(plan: Plan) -> str:
+    """The WSD trunks: each with its branches, and what sharing them saves."""
+    if not plan.trunks:
+        return ""
+    by_key = {c.key: c for c in plan.cells}
+    rows = []
+    for t in plan.trunks.values():
+        tr = t.spec.training
+        branches = sorted(t.branches, key=lambda k: t.branches[k])
+        rows.append([t.key, short_count(t.tokens), f"{plan.trunk_gpu_hours(t):.3g}", str(len(branches)),
+                     ", ".join(f"{short_count(by_key[k].tokens)}@{t.branches[k]}" for k in branches)])
+        shape = f"{tr.decay_shape} decay over {tr.decay_fraction:g} of each budget's steps"
+    table = format_table(["trunk", "tokens", "GPU-h", "branches", "budget@branch step"], rows, {1, 2, 3})
+    sh = plan.sharing
+    gpu = plan.study.executor.gpu_type
+    return (f"\nWSD trunks (training.schedule wsd, {shape}): each budget of a model branches off its "
+            f"trunk at its step and decays alone\n{table}\n"
+            f"{sh.trunks} trunks + {sh.branches} branches: {plan.shared_gpu_hours:,.4g} {gpu} GPU-hours with "
+            f"shared trunks, {plan.total_gpu_hours:,.4g} without (each budget from scratch): saving "
+            f"{1 - plan.shared_gpu_hours / plan.total_gpu_hours:.1%} ({short_count(sh.tokens_shared)} tokens "
+            f"trained instead of {short_count(sh.tokens_alone)})")
 
 
 def _memory_totals(plan: Plan) -> str:

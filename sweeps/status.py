@@ -15,6 +15,7 @@ from .grid import expand
 from .keys import short_count
 from .table import format_table
 from .study import Study
+from .trunks import TrunkProgress, branch_ready, is_branch, progress, trunks_of
 
 
 @dataclass
@@ -68,13 +69,46 @@ def collect(study: Study, cells: Optional[list[RunSpec]] = None) -> list[CellSta
             state = "INTERRUPTED"      # checkpointed; the next submit resumes it
         elif state == "RUNNING" and not alive:
             state = "LOST"             # its job is gone without a word; the next submit resumes it
+        if state in ("NEW", "QUEUED", "PENDING", "INTERRUPTED") and is_branch(c) and \
+                not branch_ready(study.study_dir, c):
+            state = "WAITING"          # a WSD branch whose trunk has not written its branch point
         rd = RunDir(study.study_dir / c.key)
         m = _last_metrics(rd)
         if state == "DONE":  # the whole run's tokens/s, as result.json has it
             m["tokens_per_second"] = (rd.result() or {}).get("tokens_per_second", m.get("tokens_per_second"))
+        error = s.get("error")
+        if state == "WAITING":
+            error = _waiting_on(study, c)
         rows.append(CellStatus(c.key, state, s.get("attempts", 0), s.get("job_id"), m.get("tokens", 0),
-                               c.tokens, m.get("loss"), m.get("tokens_per_second"), s.get("error")))
+                               c.tokens, m.get("loss"), m.get("tokens_per_second"), error))
     return rows
+
+
+def _waiting_on(study: Study, cell: RunSpec) -> str:
+    t = RunDir(study.study_dir / cell.trunk["key"])
+    s = t.state() if t.exists() else {}
+    what = s.get("state", "not submitted") if s else "not submitted"
+    return (f"waiting on trunk {t.key} ({what}) to reach step {cell.trunk['step']}"
+            + (f": {s['error']}" if what == "FAILED" and s.get("error") else ""))
+
+
+def trunk_status(study: Study, cells: Optional[list[RunSpec]] = None) -> list[TrunkProgress]:
+    """Each WSD trunk's progress: its step against its last branch step, the branch points written,
+    and which branches can start."""
+    cells = expand(study) if cells is None else cells
+    return [progress(study.study_dir, t) for t in trunks_of(cells).values()]
+
+
+def format_trunks(trunks: list[TrunkProgress]) -> str:
+    if not trunks:
+        return ""
+    rows = [[t.key, t.state, f"{t.step}/{t.last_step}", short_count(t.tokens), f"{len(t.points)}",
+             str(len(t.ready)), str(len(t.waiting)), t.job_id or "-"] for t in trunks]
+    table = format_table(["trunk", "state", "step", "tokens", "points", "ready", "waiting", "job"], rows,
+                         {2, 3, 4, 5, 6})
+    errors = [f"{t.key}: {t.error}" for t in trunks if t.state == "FAILED" and t.error]
+    return "\n".join(["", "WSD trunks (points: branch checkpoints written; ready: branches that can start)",
+                      table] + errors)
 
 
 def format_status(rows: list[CellStatus]) -> str:
@@ -86,7 +120,7 @@ def format_status(rows: list[CellStatus]) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
-    errors = [f"{r.key}: {r.error}" for r in rows if r.state == "FAILED" and r.error]
+    errors = [f"{r.key}: {r.error}" for r in rows if r.state in ("FAILED", "WAITING") and r.error]
     return "\n".join([table, "", "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))] + errors)
 
 

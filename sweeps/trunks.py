@@ -155,3 +155,12 @@ def own_fraction(cell: RunSpec) -> float:
         return 1.0
     tr = cell.training
     return max(cell.tokens - int(cell.trunk["step"]) * step_tokens_of(tr.batch_tokens, tr.context), 0) / cell.tokens
+
+
+def trunk_first(study_dir: Path, cell: RunSpec, cells: list[RunSpec]) -> Optional[tuple[Path, int]]:
+    """`launch.py train` of a WSD branch whose branch point does not exist yet: (its trunk's run dir,
+    created here, and the step to train it to) so the trunk runs first, in the same process."""
+    if not is_branch(cell) or branch_ready(study_dir, cell):
+        return None
+    trunk = trunks_of(cells)[cell.trunk["key"]]
+    return ensure_trunk_dir(study_dir, trunk), int(cell.trunk["step"])
