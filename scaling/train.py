@@ -507,7 +507,10 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
         result.update(data.epochs_seen(pos))  # issue 22: epochs and unique tokens of each stream
         if trunk is not None:   # a WSD branch: what it shares with its trunk (its own tokens are the rest)
             b = int(spec.trunk["step"])
-            result["branched_from"] = {"trunk": trunk.key, "step": b, "tokens": b * step_tokens}
+            point = trunk.branch_point(b) / checkpoint.META   # the trunk's wall time up to the branch
+            trunk_wall = torch.load(point, map_location="cpu", weights_only=True)["wall"] if point.is_file() else None
+            result["branched_from"] = {"trunk": trunk.key, "step": b, "tokens": b * step_tokens,
+                                       "wall_seconds": trunk_wall}
         lease.write_result(result)
         rd.update("DONE", interrupted=False)
         shutil.rmtree(rd.checkpoints, ignore_errors=True)  # model/ holds the final weights
