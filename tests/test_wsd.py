@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -202,3 +203,28 @@ def test_plan_of_sims_with_wsd_prints_the_saving(tmp_path):
     tokens_saving = 1 - shared / alone
     assert 0.15 < tokens_saving < 0.3
     print(line, f"(tokens saving by hand {tokens_saving:.1%})")
+
+
+def test_wsd_comparison_recovers_known_exponents_and_flags_a_difference():
+    from analysis.wsd_comparison import Pair, compare, compute_json, markdown
+
+    rng = np.random.default_rng(0)
+    grid = [(n, d) for n in (1e4, 3e4, 1e5) for d in (1e5, 3e5, 1e6)]
+
+    def law(n, d, a, b, k=40.0):
+        return k * n ** -a * d ** -b
+
+    noise = rng.normal(0, 0.002, len(grid))
+    same = [Pair(f"m{n:g}", n, d, law(n, d, 0.1, 0.2) * np.exp(e), law(n, d, 0.1, 0.2) * 0.97 * np.exp(e))
+            for (n, d), e in zip(grid, noise)]
+    c = compare(same, n_bootstrap=500)
+    assert c["law"]["a"]["cosine"] == pytest.approx(0.1, abs=0.01) and c["law"]["b"]["wsd"] == pytest.approx(0.2, abs=0.01)
+    assert c["law"]["a"]["agree"] and c["law"]["b"]["agree"]
+    assert c["relative_difference"]["mean"] == pytest.approx(-0.03, abs=1e-9)   # a constant 3% better
+    other = [Pair(p.member, p.params, p.tokens, p.cosine, law(p.params, p.tokens, 0.1, 0.3) * np.exp(e))
+             for p, e in zip(same, noise)]
+    c2 = compare(other, n_bootstrap=500)
+    assert not c2["law"]["b"]["agree"] and c2["law"]["a"]["agree"]
+    assert compare(same[:1])["refused"]
+    text = markdown(c, compute_json(100, 1e9, 60, 6e8, 10.0, 7.0), "linear")
+    assert "| yes |" in text and "40.0% less compute" in text
