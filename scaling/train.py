@@ -417,7 +417,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             last_loss = acc.reduce(loss_sum, reduction="sum") / step_labels  # a device tensor: no GPU sync per step
 
             line = None
-            if step % tr.log_every == 0 or step == total_steps:
+            if step % tr.log_every == 0 or (step == total_steps and not is_trunk):   # a trunk: on cadence only
                 now = time.time()
                 tps = tokens_window / max(now - t_window, 1e-9)
                 t_window, tokens_window = now, 0

@@ -127,10 +127,11 @@ def format_status(rows: list[CellStatus]) -> str:
 def cancel(study: Study, cells: Optional[list[str]] = None) -> list[str]:
     """Cancel the live jobs of the study's cells (all, or those whose keys start with one of `cells`)."""
     done = []
-    for row in collect(study):
+    every = expand(study)
+    for row in collect(study, every):
         if cells and not any(row.key.startswith(c) for c in cells):
             continue
-        if row.state in ("RUNNING", "QUEUED") and row.job_id:
+        if row.state in ("RUNNING", "QUEUED", "WAITING") and row.job_id:   # WAITING: maybe held by Slurm
             rd = RunDir(study.study_dir / row.key)
             scheduler.cancel(rd.state().get("executor", "slurm"), [row.job_id])
             try:  # a cell that finished meanwhile stays DONE
@@ -138,4 +139,19 @@ def cancel(study: Study, cells: Optional[list[str]] = None) -> list[str]:
             except TransitionError:
                 continue
             done.append(row.key)
+    for t in trunks_of(every).values():   # a WSD trunk: every segment job still queued or running
+        if cells and not any(t.key.startswith(c) for c in cells):
+            continue
+        rd = RunDir(study.study_dir / t.key)
+        s = rd.state() if rd.exists() else {}
+        ids = {s.get("job_id"), *(s.get("segment_jobs") or {}).values()} - {None}
+        kind = s.get("executor", "slurm")
+        live = scheduler.live_slurm_jobs(ids) if kind == "slurm" else scheduler.live_local_jobs(ids)
+        if live and s.get("state") in ("PENDING", "RUNNING"):
+            scheduler.cancel(kind, sorted(live))
+            try:
+                rd.update(allowed_from={"PENDING", "RUNNING"}, cancelled=True)
+            except TransitionError:
+                continue
+            done.append(t.key)
     return done

@@ -108,7 +108,8 @@ def progress(study_dir: Path, trunk: Trunk) -> TrunkProgress:
     points = set(rd.branch_steps())
     ready = sorted(k for k, b in trunk.branches.items() if b in points)
     waiting = sorted(k for k, b in trunk.branches.items() if b not in points)
-    return TrunkProgress(trunk.key, s.get("state", "NEW") if s else "NEW", int(last.get("step", 0)),
+    step = max(int(last.get("step", 0)), max(points, default=0))   # it logs on its cadence; points are steps
+    return TrunkProgress(trunk.key, s.get("state", "NEW") if s else "NEW", step,
                          int(last.get("tokens", 0)), max(trunk.branches.values()), sorted(points), ready,
                          waiting, s.get("job_id"), s.get("error"))
 

@@ -228,3 +228,22 @@ def test_wsd_comparison_recovers_known_exponents_and_flags_a_difference():
     assert compare(same[:1])["refused"]
     text = markdown(c, compute_json(100, 1e9, 60, 6e8, 10.0, 7.0), "linear")
     assert "| yes |" in text and "40.0% less compute" in text
+
+
+def test_a_grown_grid_trains_the_done_trunk_on(tmp_path, corpus, single):  # noqa: F811
+    """A budget added after the trunk finished (e.g. by `propose`): the trunk trains on from its last
+    branch point, and the new branch still equals its single WSD run."""
+    study = _study(tmp_path, corpus)
+    d = yaml.safe_load(study.read_text())
+    d["grid"] = {"tokens": BUDGETS[:2]}
+    study.write_text(yaml.safe_dump(d, sort_keys=False))
+    assert launch("submit", str(study), "--executor", "debug").returncode == 0
+    d["grid"] = {"tokens": BUDGETS}
+    study.write_text(yaml.safe_dump(d, sort_keys=False))
+    res = launch("submit", str(study), "--executor", "debug")
+    assert res.returncode == 0 and "submit (grows to step 32)" in res.stdout, res.stdout
+    assert "submitted 1 of 3 cells" in res.stdout, res.stdout
+    cells = _cells(tmp_path / "runs" / "t")
+    assert sorted(cells) == sorted(single)
+    for key in cells:
+        _same(cells[key], single[key])

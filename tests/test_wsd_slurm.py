@@ -65,3 +65,20 @@ def test_branches_start_before_their_trunk_ends_and_resubmit_is_noop(tmp_path, s
     assert sacct_jobs(t1) == [] and squeue_ids() == []
     status = launch("status", str(study))
     assert "DONE 3" in status.stdout and "128/128" in status.stdout, status.stdout
+
+
+def test_cancel_takes_the_trunk_segments_with_the_branches(tmp_path, slurm):  # noqa: F811
+    def edit(d):
+        d["name"] = "wsdcancel"
+        d["families"]["ladder"]["members"] = {"d16": d["families"]["ladder"]["members"]["d16"]}
+        d["grid"] = {"tokens": [409600, 819200]}
+        d["training"].update(schedule="wsd", log_every=8)
+        d["tracking"] = {"enabled": False}
+    study = study_copy(tmp_path, edit)
+    res = launch("submit", str(study), "--executor", "slurm")
+    assert res.returncode == 0 and "submitted 2 of 2 cells" in res.stdout, res.stdout + res.stderr
+    assert len(squeue_ids()) >= 4          # two segments, two branches held by their dependencies
+    out = launch("cancel", str(study))
+    assert out.returncode == 0 and "cancelled 3 cell(s)" in out.stdout, out.stdout + out.stderr
+    wait_for_empty_queue(60)
+    assert "trunk-ladder-d16-" in out.stdout
