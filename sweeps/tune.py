@@ -202,6 +202,7 @@ def trial_cell(study: Study, target: Target, values: dict[str, Any]) -> RunSpec:
     grid = Grid(tokens=[float(target.tokens)], flops_convention=study.grid.flops_convention)
     (cell,) = expand(_derived(study, target.family, target.spec, grid, trial_training(study, values)))
     cell.variant = "tune"
+    cell.trunk = None   # a wsd trial trains its own schedule alone: it has no trunk beside it
     if study.tracking.enabled:  # the run dir is nested: name the study's store, not one beside the trial
 
         cell.tracking = {**cell.tracking, "uri": study.tracking.uri or default_uri(study.study_dir)}
