@@ -27,28 +27,32 @@ from dataclasses import dataclass, field
 from . import stories as S
 
 KINDS = ("own", "friend", "weather", "pet")
-_PLACES = tuple(S.PLACES)
-_OBJECTS = S.OBJECTS[:24]      # one or two syllables: short spoken prompts
-_COLORS = S.COLORS[:10]
-_PET_ANIMALS = ("dog", "cat", "bird", "rabbit", "duck", "frog", "mouse", "horse", "monkey", "squirrel",
-                "turtle", "owl", "bear", "hen")
+# small pools, each value seen often: a micro model learns "this name / object / place again" per value
+_GIRLS = S.GIRLS[:8]
+_BOYS = S.BOYS[:8]
+_NAMES = _GIRLS + _BOYS
+_PLACES = ("park", "garden", "beach", "forest", "farm", "zoo")
+_OBJECTS = ("ball", "kite", "doll", "car", "boat", "hat", "book", "drum")
+_COLORS = ("red", "blue", "green", "yellow", "pink", "white")
+_PET_ANIMALS = ("dog", "cat", "bird", "rabbit", "duck", "frog", "mouse", "horse", "monkey", "bear")
 _WEATHER_ENDING = {"cold": "coat", "snowy": "boots", "rainy": "raincoat", "sunny": "cap", "hot": "shorts",
                    "windy": "jacket"}
 
-OWN_P = ("{name} had a {color} {obj}. {He} took it to the {place}.",
-         "{name} got a {color} {obj}. {He} went to the {place} with it.")
+# the prompt's last sentence holds what the ending must agree with, a few words before it
+OWN_P = ("{name} went to the {place}. {He} had a {color} {obj}.",
+         "{name} was at the {place}. {He} had a {color} {obj} with {him}.")
 OWN_E = ("At the {place}, {name} played with the {color} {obj}.",
          "{name} played with the {color} {obj} at the {place}.")
 FRIEND_P = ("{name} met {fname} at the {place}. They found a {color} {obj}.",
             "{name} and {fname} went to the {place}. They saw a {color} {obj}.")
 FRIEND_E = ("Then {fname} gave the {color} {obj} to {name}.",
             "{name} let {fname} keep the {color} {obj}.")
-WEATHER_P = ("It was a {weather} day. {name} wanted to go to the {place}.",
-             "The day was {weather}. {name} was going to the {place}.")
+WEATHER_P = ("{name} wanted to go to the {place}. It was a {weather} day.",
+             "{name} was going to the {place}. The day was {weather}.")
 WEATHER_E = ("So {name} put on {his} {cloth} and went to the {place}.",
              "{name} put on {his} {cloth} and ran to the {place}.")
-PET_P = ("{name} saw a hurt {animal} {in} the {place}. {He} took it home.",
-         "{name} found a little {animal} {in} the {place}. It was hurt.")
+PET_P = ("{name} went to the {place}. {He} saw a hurt {animal} there.",
+         "{name} was at the {place}. {He} found a little {animal} that was hurt.")
 PET_E = ("{name} gave the {animal} some {food}, and soon it could {move} again.",
          "The {animal} ate the {food}, and soon it could {move} again.")
 TEMPLATES = {"own": (OWN_P, OWN_E), "friend": (FRIEND_P, FRIEND_E), "weather": (WEATHER_P, WEATHER_E),
@@ -83,23 +87,23 @@ def _fmt(tpl: str, ctx: dict) -> str:
 
 
 def _gender_pool(name: str) -> tuple[str, ...]:
-    return S.GIRLS if S.NAMES[name] == "f" else S.BOYS
+    return _GIRLS if S.NAMES[name] == "f" else _BOYS
 
 
 def _one(rng: random.Random) -> Episode:
     kind = rng.choice(KINDS)
-    name = rng.choice(S.GIRLS + S.BOYS)
+    name = rng.choice(_NAMES)
     g = S.NAMES[name]
     c = {"name": name, "He": "He" if g == "m" else "She", "his": "his" if g == "m" else "her",
+         "him": "him" if g == "m" else "her",
          "place": rng.choice(_PLACES)}
-    c["in"] = S.PLACE_IN.get(c["place"], "in")
     swaps = {"name": _gender_pool(name), "place": _PLACES}
     if kind in ("own", "friend"):
         c.update(color=rng.choice(_COLORS), obj=rng.choice(_OBJECTS))
         swaps.update(color=_COLORS, obj=_OBJECTS)
     if kind == "friend":
-        c["fname"] = rng.choice([n for n in S.GIRLS + S.BOYS if n != name])
-        swaps["fname"] = tuple(n for n in S.GIRLS + S.BOYS)
+        c["fname"] = rng.choice([n for n in _NAMES if n != name])
+        swaps["fname"] = _NAMES
     if kind == "weather":
         c["weather"] = rng.choice(tuple(_WEATHER_ENDING))
         c["cloth"] = _WEATHER_ENDING[c["weather"]]

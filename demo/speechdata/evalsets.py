@@ -412,14 +412,17 @@ def write_manifests(out_dir: str | Path, speak: Callable[[str], list[int]] | Non
             cache[text] = _units(speak, text)
         return cache[text]
 
-    def item(text: str, mod: str) -> dict:
-        return {"units": U(text)} if mod == "s" else {"text": text}
+    def item(text: str, mod: str, ending: bool = False) -> dict:
+        # a text ending continues the prompt after a space, as text follows text or speech in training
+        # (word alignments carry the space before each word): " At the park, ..."
+        return {"units": U(text)} if mod == "s" else {"text": " " + text if ending else text}
 
     forms = FORMS if speak is not None else ("tt",)
     for bench, neg in (("tsc", 3), ("ssc", 4)):
         for form in forms:
-            rows[f"{bench}_{form}"] = [{"id": c[0], "prompt": item(c[1], form[0]), "positive": item(c[2], form[1]),
-                                        "negative": item(c[neg], form[1])} for c in cloze]
+            rows[f"{bench}_{form}"] = [{"id": c[0], "prompt": item(c[1], form[0]),
+                                        "positive": item(c[2], form[1], True),
+                                        "negative": item(c[neg], form[1], True)} for c in cloze]
     if speak is not None:
         ws = []
         for i, w, nw in wuggy_pairs(2 * n, seed):
