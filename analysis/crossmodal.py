@@ -61,9 +61,9 @@ def _textlm_scores(run_dir) -> dict:
 
 
 def cross_modal(study) -> dict:
-    """fits.json's ``cross_modal``: a row per (group, budget): the group's lowest-loss run there, its tSC /
-    sSC accuracy in each form present, and the TextLM's own T scores (``orig``); {} when the study has no
-    `<tsc|ssc>_<form>` benchmark."""
+    """fits.json's ``cross_modal``: a row per run (by group, budget, size; ``frontier`` marks each budget's
+    lowest-loss run), its tSC / sSC accuracy in each form present, and the TextLM's own T scores
+    (``orig``); {} when the study has no `<tsc|ssc>_<form>` benchmark."""
     cols = {f"eval_{b}_{f}" for b in BENCHES for f, _ in FORMS}
     if not cols & set(study.metric_cols):
         return {}
@@ -77,23 +77,30 @@ def cross_modal(study) -> dict:
             sub = sub[np.isfinite(sub["L"].astype(float))]
             if not len(sub):
                 continue
-            r = sub.loc[sub["L"].astype(float).idxmin()]
-            row = {"group": g.label, "setup": g.keys.get("setup"), "member": str(r.get("member")),
-                   "init": str(r.get("init")), "flops": float(r["C"]), "loss": float(r["L"]), "scores": {}}
-            for bench in BENCHES:
-                for form, _ in FORMS:
-                    col = f"eval_{bench}_{form}"
-                    if col in runs.columns:
-                        c = _cell(r.get(col), r.get(pairs_col(col)))
-                        if c:
-                            row["scores"][f"{bench}_{form}"] = c
-            if row["init"] == "textlm" and "run_dir" in runs.columns:
-                own = _textlm_scores(r["run_dir"])
-                if own:
-                    textlms[row["member"]] = own
-                    row["orig"] = {k: own[f"{k}_tt"] for k in BENCHES if own.get(f"{k}_tt")}
-            rows.append(row)
+            best = sub["L"].astype(float).idxmin()
+            for i in sub.sort_values("N").index:
+                rows.append(_row(g, sub.loc[i], i == best, textlms))
     return {"rows": rows, "textlms": {m: {k: v for k, v in d.items()} for m, d in sorted(textlms.items())}}
+
+
+def _row(g, r, frontier: bool, textlms: dict) -> dict:
+    """One run's scores in every form present, and its TextLM's own (``orig``)."""
+    row = {"group": g.label, "setup": g.keys.get("setup"), "member": str(r.get("member")),
+           "init": str(r.get("init")), "flops": float(r["C"]), "loss": float(r["L"]),
+           "frontier": bool(frontier), "scores": {}}
+    for bench in BENCHES:
+        for form, _ in FORMS:
+            col = f"eval_{bench}_{form}"
+            if col in r.index:
+                c = _cell(r.get(col), r.get(pairs_col(col)))
+                if c:
+                    row["scores"][f"{bench}_{form}"] = c
+    if row["init"] == "textlm" and "run_dir" in r.index:
+        own = _textlm_scores(r["run_dir"])
+        if own:
+            textlms[row["member"]] = own
+            row["orig"] = {k: own[f"{k}_tt"] for k in BENCHES if own.get(f"{k}_tt")}
+    return row
 
 
 def _acc(c: dict | None) -> str:
@@ -107,8 +114,7 @@ def _g(x) -> str:
     x = _num(x)
     if x is None:
         return "–"
-    m, e = f"{x:.2g}e".split("e")[:2] if "e" in f"{x:.2g}" else (f"{x:.2g}", "")
-    return f"{x:.2g}".replace("e+", "e")
+    return f"{x:.2g}".replace("e+0", "e").replace("e+", "e")
 
 
 def cross_modal_blocks(fits: dict) -> list:
@@ -120,8 +126,8 @@ def cross_modal_blocks(fits: dict) -> list:
            Para("tSC (topic StoryCloze: the true ending against the ending of another story) and sSC (StoryCloze: "
                 "the true ending against the same ending with one name, object, place or state changed to contradict "
                 "the prompt), from the same held-out stories in four forms: S = spoken prompt and spoken endings, "
-                "S->T = spoken prompt and text endings, T->S = text prompt and spoken endings, T = text only. Each "
-                "row is the lowest-loss run of a group at a budget; accuracy with its 95% Wilson interval, * where "
+                "S->T = spoken prompt and text endings, T->S = text prompt and spoken endings, T = text only. Every "
+                "run of the study, by setup and budget (the lowest-loss run of each budget marked); accuracy with its 95% Wilson interval, * where "
                 "the interval lies wholly above chance (0.5). Orig. T is the TextLM the run started from, scored on "
                 "the text-only pairs before any speech training. A textless model has no text, so S only.")]
     for bench in BENCHES:
@@ -130,7 +136,8 @@ def cross_modal_blocks(fits: dict) -> list:
             sc = r["scores"]
             if not any(f"{bench}_{f}" in sc for f, _ in FORMS):
                 continue
-            rows.append((r["setup"] or r["group"], r["member"], _g(r["flops"]),
+            rows.append((r["setup"] or r["group"], r["member"] + (" (lowest loss)" if r.get("frontier") else ""),
+                         _g(r["flops"]),
                          *(_acc(sc.get(f"{bench}_{f}")) for f, _ in FORMS),
                          _acc((r.get("orig") or {}).get(bench))))
         if rows:

@@ -20,6 +20,11 @@
   the animal, the place, the thing built, the food; or a semantic clash: clothes wrong for the weather,
   a move wrong for the animal) or, with `adversarial=False`, the last sentence of another held-out story.
 
+- `episode_cloze_pairs` (what the demo's manifests use): the same two kinds of negative from short
+  held-out episodes (`episodes.py`, about 20 words, about 150 units spoken), so prompt and ending fit a
+  micro cell's context; `write_manifests` writes them in four forms (S->S, S->T, T->S, T->T) and
+  `check_manifests` proves every pair fits the context and is held out.
+
 Disjointness: cloze stories come from the held-out split of `stories.iter_stories` (CRC-32 of the prompt
 == 0 mod `HELDOUT_MOD`), which `generate_stories(..., split="train")` never emits, for any seed.
 BLiMP sentences also come from held-out stories (a short sentence may still occur in training text,
