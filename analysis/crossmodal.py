@@ -141,13 +141,13 @@ def cross_modal_blocks(fits: dict) -> list:
                          *(_acc(sc.get(f"{bench}_{f}")) for f, _ in FORMS),
                          _acc((r.get("orig") or {}).get(bench))))
         if rows:
-            out += [Heading(3, bench.upper() if bench == "tsc" else "sSC"),
+            out += [Heading(3, {"tsc": "tSC", "ssc": "sSC"}[bench]),
                     Table(("setup", "member", "C (FLOPs)", *(lab for _, lab in FORMS), "Orig. T (TextLM)"),
                           tuple(rows))]
     tl = cm.get("textlms") or {}
     if tl:
         rows = []
-        for m, d in tl.items():
+        for m, d in sorted(tl.items(), key=lambda kv: _num((kv[1].get("_cost") or {}).get("params_total")) or 0):
             cost = d.get("_cost") or {}
             rows.append((m, _acc(d.get("tsc_tt")), _acc(d.get("ssc_tt")), _g(cost.get("tokens")),
                          _g(cost.get("flops")), f"{cost['wall_seconds']:.0f} s" if _num(cost.get("wall_seconds")) else "–"))

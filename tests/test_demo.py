@@ -31,7 +31,8 @@ TINY_SIZES = {
 
 
 def tiny_spec() -> DemoSpec:
-    return DemoSpec(text_stories=200, speech_stories=24, text_episodes=300, speech_episodes=24, eval_pairs=6,
+    return DemoSpec(text_stories=200, speech_stories=24, text_episodes=300, speech_episodes=60, eval_pairs=6,
+                    val_fraction=0.15,   # enough held-out speech for a few 256-token windows
                     vocab_size=300, sizes=TINY_SIZES,
                     pretrain_tokens=4096, pretrain_training={"context": 128, "micro_batch": 4, "batch_tokens": 512,
                                                              "lr": 3e-3, "min_lr": 3e-4, "warmup": 0.1,
