@@ -67,7 +67,7 @@ class DemoError(InputError):
 @dataclass
 class DemoSpec:
     """What the demo generates around the study file (the study file itself holds the grid, training and
-    evaluation settings). Defaults: the micro demo, about 5 minutes on two CPU cores."""
+    evaluation settings). Defaults: the micro demo, about 6 minutes on two CPU cores."""
     seed: int = 0
     text_stories: int = 5000          # TextLM pretraining and the SLM text stream
     text_episodes: int = 40000        # short episodes (demo.speechdata.episodes) in the same text
