@@ -127,7 +127,26 @@ def _pair(study, fits: dict, gi, gt) -> dict:
         if out["gap_trend"]["called"] and fit.slope * rows[-1]["difference"] < 0:
             out["gap_closes_at_flops"] = float(10 ** (-fit.intercept / fit.slope))
     out["metric_calls"] = _metric_calls(rows)
+    out["metric_laws"] = _metric_laws(fits, gi.label, gt.label)
     out["summary"] = _summary(out)
+    return out
+
+
+def _metric_laws(fits: dict, li: str, lt: str) -> dict:
+    """Per metric: each side's Q(C) = k C^gamma verdict (analysis.accuracy.fit_metric_trend), or its refusal."""
+    out = {}
+    for col in fits["metric_cols"]:
+        m = metric_name(col)
+        sides = {}
+        for s, label in (("interleaved", li), ("textless", lt)):
+            law = (fits["groups"].get(label) or {}).get("metric_laws", {}).get(m)
+            if not isinstance(law, dict) or ("error" in law and "no run of this group" in str(law["error"])):
+                continue
+            sides[s] = ({"law": False, "verdict": f"refused ({law['error']})"} if "error" in law else
+                        {k: law.get(k) for k in ("law", "verdict", "k", "gamma", "gamma_lo", "gamma_hi",
+                                                 "n_above_chance", "n_points")})
+        if sides:
+            out[m] = sides
     return out
 
 
@@ -239,11 +258,22 @@ def _summary(p: dict) -> list[str]:
         lines.append(f"Downstream accuracy at the largest budget (C={_g(top['flops'], 2)}, the lowest-loss run of "
                      f"each side, 95% intervals; a difference is called only when its interval excludes 0): "
                      + "; ".join(mets) + ".")
+    laws = p.get("metric_laws") or {}
+    if laws:
+        per = []
+        for m, sides in laws.items():
+            per.append(f"{m}: " + "; ".join(f"{s} {v['verdict']}" for s, v in sides.items()))
+        n_law = sum(v.get("law") is True for sides in laws.values() for v in sides.values())
+        lines.append(f"Downstream accuracy against compute, Q(C) = k C^gamma on each side's loss frontier (called a "
+                     f"law only when a point is above chance at 95% and gamma's 95% interval excludes 0; {n_law} "
+                     f"called): " + " | ".join(per) + ".")
     calls = p.get("metric_calls") or {}
     if calls and len(rows) > 1:
         per = []
         for m, c in calls.items():
             n = sum(c.values()) - c["missing"]
+            if n == 0:   # e.g. a text-form benchmark: textless cells do not score it
+                continue
             called = [f"interleaved higher at {c['interleaved higher']}" if c["interleaved higher"] else "",
                       f"textless higher at {c['textless higher']}" if c["textless higher"] else ""]
             called = " and ".join(x for x in called if x)

@@ -110,6 +110,13 @@ def drawable_spans(flops_range, plot_lo: float, plot_hi: float) -> dict | None:
     return {"fitted": fitted, "extrapolated": extrapolated} if fitted or extrapolated else None
 
 
+def figure1_metric(name: str) -> str:
+    """The Figure-1 metric a benchmark name measures: 'ssc' / 'tsc', or their spoken form 'ssc_ss' /
+    'tsc_ss' (spoken prompt and endings, what SIMS's Figure 1 plots); other names as they are."""
+    name = name.lower()
+    return name[:-3] if name in ("ssc_ss", "tsc_ss") else name
+
+
 def metric_laws_for(metric: str) -> list[MetricLaw]:
-    """Published Figure-1 laws for one metric ('ssc' or 'tsc')."""
-    return [law for law in SIMS_FIGURE1 if law.metric == metric]
+    """Published Figure-1 laws for one metric ('ssc' or 'tsc', or 'ssc_ss' / 'tsc_ss')."""
+    return [law for law in SIMS_FIGURE1 if law.metric == figure1_metric(metric)]

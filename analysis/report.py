@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from analysis.comparison import comparison_blocks, setup_comparison
+from analysis.crossmodal import cross_modal, cross_modal_blocks
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
 from analysis.figures import FIGURES, draw_all
 from analysis.identification import describe
-from analysis.reference import SIMS_FIGURE1, drawable_spans
+from analysis.reference import SIMS_FIGURE1, drawable_spans, figure1_metric
 from analysis.repetition_report import draw_repetition, repetition_blocks, repetition_summary
 from analysis.study_fits import fit_study, jsonable, metric_name, study_json
 
@@ -260,7 +261,8 @@ def _compute_laws_section(fits: dict) -> list:
     lo, hi = (min(budgets) / 2, max(budgets) * 2) if budgets else (1.0, 1.0)
     for setup in dict.fromkeys(ref.setup for ref in SIMS_FIGURE1):
         laws = {ref.metric: ref for ref in SIMS_FIGURE1 if ref.setup == setup}
-        cells = [f"{laws[m.lower()].k} C^{laws[m.lower()].gamma}" if m.lower() in laws else "–" for m in metrics]
+        cells = [f"{laws[figure1_metric(m)].k} C^{laws[figure1_metric(m)].gamma}" if figure1_metric(m) in laws
+                 else "–" for m in metrics]
         if any(c != "–" for c in cells):
             ref = next(iter(laws.values()))
             drawn = "drawn in metrics.png" if drawable_spans(ref.flops_range, lo, hi) else \
@@ -326,7 +328,7 @@ def _refusal_section(fits: dict) -> list:
 
 def build_blocks(fits: dict, title: str) -> list:
     """The report as document blocks (shared by report.md and report.html)."""
-    blocks = [Heading(1, title), *_summary_section(fits), *comparison_blocks(fits),
+    blocks = [Heading(1, title), *_summary_section(fits), *comparison_blocks(fits), *cross_modal_blocks(fits),
               Heading(2, "Groups side by side"), *_comparison_rows(fits),
               Heading(3, "Pairwise comparisons"), *_pairs_section(fits),
               Heading(2, "Figures")]
@@ -366,6 +368,7 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     captions = draw_all(study, curves, out)
     fits = study_json(study, title)
     fits["setup_comparison"] = jsonable(setup_comparison(study, fits))
+    fits["cross_modal"] = jsonable(cross_modal(study))
     fits["figures"] = captions
     # epochs per cell and, when data repeats, the data-constrained law (analysis.repetition_report)
     fits["data_repetition"] = jsonable(repetition_summary(frame, params_col, loss_col, group_cols, n_bootstrap, seed))

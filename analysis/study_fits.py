@@ -25,7 +25,7 @@ from analysis.fit_lnd import bootstrap_lnd, fit_lnd
 from analysis.harvest import done_runs
 from analysis.identification import describe, not_identified
 from analysis.isoflop import fit_isoflop, group_budgets, isoflop_vertex
-from analysis.reference import CUERVO_MARXER_SPEECH, LOSS_LAWS, SIMS_FIGURE1, metric_laws_for
+from analysis.reference import CUERVO_MARXER_SPEECH, LOSS_LAWS, SIMS_FIGURE1, figure1_metric, metric_laws_for
 
 BUDGET_RTOL = 0.05
 EXTRAPOLATE_BUDGETS = (10.0, 100.0)  # allocation rows beyond the largest budget, as multiples of it
@@ -365,7 +365,7 @@ def references_json(metric_cols) -> dict:
     loss = {name: {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta, "a": law.a,
                    "b": law.b, "source": law.source, "n_convention": law.n_convention}
             for name, law in LOSS_LAWS.items()}
-    names = {metric_name(c).lower() for c in metric_cols}
+    names = {figure1_metric(metric_name(c)) for c in metric_cols}
     metric = [{"name": m.name, "metric": m.metric, "setup": m.setup, "k": m.k, "gamma": m.gamma, "source": m.source,
                "flops_range": list(m.flops_range)} for m in SIMS_FIGURE1 if m.metric in names]
     return {"loss_laws": loss, "textless_reference": CUERVO_MARXER_SPEECH.name, "metric_laws": metric}

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import time
@@ -48,12 +49,15 @@ from sweeps.ui import command_line
 
 from demo.micro_family import SIZES, export_member, member_config, train_tokenizer
 from demo.speechdata.evalsets import write_manifests
+from demo.speechdata.episodes import generate_episodes
 from demo.speechdata.stories import generate_stories
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "examples" / "micro.yaml"
 FORMAT_VERSION = 1
 STAGES = ("text", "speech", "evalsets", "textlm", "study", "report")
+TEXTLM_BENCHMARKS = ("tsc_tt", "ssc_tt")   # the TextLM's own text-only story cloze (SIMS Table 2, "Orig.")
+TEXTLM_EVAL = "textlm_eval.json"           # written beside each exported member's weights
 
 
 class DemoError(InputError):
@@ -63,19 +67,23 @@ class DemoError(InputError):
 @dataclass
 class DemoSpec:
     """What the demo generates around the study file (the study file itself holds the grid, training and
-    evaluation settings). Defaults: the micro demo, about 5 minutes on two CPU cores."""
+    evaluation settings). Defaults: the micro demo, about 6 minutes on two CPU cores."""
     seed: int = 0
     text_stories: int = 5000          # TextLM pretraining and the SLM text stream
-    speech_stories: int = 600         # spoken with eSpeak (disjoint from the text stories)
+    text_episodes: int = 40000        # short episodes (demo.speechdata.episodes) in the same text
+    speech_stories: int = 300         # spoken with eSpeak (disjoint from the text stories)
+    speech_episodes: int = 2000       # spoken short episodes (disjoint from the text episodes)
     val_fraction: float = 0.05        # spoken stories held out for validation
-    eval_pairs: int = 100             # pairs per benchmark
+    eval_pairs: int = 500             # pairs per benchmark
     vocab_size: int = 512             # BPE tokenizer of the TextLM family
     sizes: Optional[dict[str, dict[str, int]]] = None   # member name -> shape; default micro_family.SIZES
-    pretrain_tokens: int = 400_000    # text tokens per TextLM member
+    pretrain_tokens: int = 4_000_000  # text tokens per TextLM member: d16 and d32 reach text-only tSC > 0.9
     pretrain_training: dict[str, Any] = field(default_factory=lambda: {
-        "context": 128, "micro_batch": 16, "batch_tokens": 2048, "lr": 3.0e-3, "min_lr": 3.0e-4,
+        "context": 128, "micro_batch": 8, "batch_tokens": 1024, "lr": 3.0e-3, "min_lr": 3.0e-4,
         "warmup": 0.05, "precision": "fp32", "log_every": 20})
-    pretrain_threads: int = 0         # torch threads of the in-process TextLM pretraining (0: every core)
+    pretrain_threads: int = 1         # torch threads of the in-process TextLM pretraining (0: every core; the
+                                      # micro models' matrices are tiny: one thread is as fast, and a shared
+                                      # machine's other jobs do not stall it)
     poll_s: float = 2.0
     progress_every_s: float = 20.0
     timeout_s: float = 3600.0         # per cell-running stage
@@ -257,22 +265,30 @@ def _layout(study_path: Path, spec: DemoSpec) -> _Layout:
 
 def _stage_text(st: _Stages, lay: _Layout, spec: DemoSpec) -> dict:
     out = lay.data_dir / "text"
-    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.speechdata.stories"), "seed": spec.seed,
-                  "text": spec.text_stories, "speech": spec.speech_stories})
+    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.speechdata.stories", "demo.speechdata.episodes"),
+                  "seed": spec.seed, "text": spec.text_stories, "speech": spec.speech_stories,
+                  "text_episodes": spec.text_episodes, "speech_episodes": spec.speech_episodes})
 
     def build() -> dict:
 
         stories = generate_stories(spec.text_stories + spec.speech_stories, spec.seed)
+        episodes = generate_episodes(spec.text_episodes + spec.speech_episodes, spec.seed)
+        rng = random.Random(spec.seed)
+        text = stories[:spec.text_stories] + episodes[:spec.text_episodes]
+        spoken = stories[spec.text_stories:] + episodes[spec.text_episodes:]
+        rng.shuffle(text)
+        rng.shuffle(spoken)
         tmp = _tmp_dir(out)
-        _jsonl(tmp / "stories.jsonl", [{"text": s} for s in stories[:spec.text_stories]])
-        _jsonl(tmp / "spoken.jsonl", [{"text": s} for s in stories[spec.text_stories:]])
+        _jsonl(tmp / "stories.jsonl", [{"text": s} for s in text])
+        _jsonl(tmp / "spoken.jsonl", [{"text": s} for s in spoken])
         _replace_dir(tmp, out)
-        words = sum(len(s.split()) for s in stories)
-        return {"stories": len(stories), "words": words}
+        words = sum(len(s.split()) for s in text + spoken)
+        return {"stories": len(stories), "episodes": len(episodes), "words": words}
 
-    return st.run(1, "text", "text corpus: generated TinyStories-like stories", fp,
+    return st.run(1, "text", "text corpus: generated TinyStories-like stories and short episodes", fp,
                   [out / "stories.jsonl", out / "spoken.jsonl"], build,
-                  lambda m: f"{m['stories']:,} stories, {short_count(m['words'])} words")
+                  lambda m: f"{m['stories']:,} stories + {m.get('episodes', 0):,} episodes, "
+                            f"{short_count(m['words'])} words")
 
 
 def _read_texts(path: Path) -> list[str]:
@@ -304,22 +320,36 @@ def _build_speech(lay: _Layout, spec: DemoSpec, log: Callable[[str], None]):
                                val_fraction=spec.val_fraction, progress=log)
 
 
-def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str) -> dict:
+def _stage_evalsets(st: _Stages, lay: _Layout, spec: DemoSpec, speech_fp: str, log) -> dict:
     out = lay.data_dir / "eval"
-    code = _source_digest("demo.speechdata.evalsets", "demo.speechdata.stories")
+    context = lay.study.training.context
+    code = _source_digest("demo.speechdata.evalsets", "demo.speechdata.stories", "demo.speechdata.episodes")
     fp = _digest({"v": FORMAT_VERSION, "code": code, "speech": speech_fp,
-                  "n": spec.eval_pairs, "seed": spec.seed})
+                  "n": spec.eval_pairs, "seed": spec.seed, "context": context})
 
     def build() -> dict:
+        from demo.speechdata.evalsets import check_manifests, sentences_of
 
         tmp = _tmp_dir(out)
         speak = _build_speech(lay, spec, log=lambda line: None).speak
-        paths = write_manifests(tmp, speak, n=spec.eval_pairs, seed=spec.seed)
+        training = _read_texts(lay.data_dir / "text" / "stories.jsonl") + \
+            _read_texts(lay.data_dir / "text" / "spoken.jsonl")
+        paths = write_manifests(tmp, speak, n=spec.eval_pairs, seed=spec.seed, exclude=sentences_of(training))
+        try:
+            checked = check_manifests(paths, context, training)
+        except ValueError as e:
+            raise DemoError(f"evaluation sets: {e}") from None
         _replace_dir(tmp, out)
-        return {"manifests": {k: str(out / Path(p).name) for k, p in paths.items()}}
+        longest = max(v["longest"] for v in checked["sets"].values())
+        log(f"    every item fits the context: the longest pair is at most {longest} tokens of {context} "
+            f"(limit {checked['limit']}); no prompt or sBLIMP sentence occurs in the training text or speech")
+        return {"manifests": {k: str(out / Path(p).name) for k, p in paths.items()},
+                "pairs": {k: v["pairs"] for k, v in checked["sets"].items()},
+                "longest": longest, "context": context}
 
-    return st.run(3, "evalsets", "evaluation sets: sWUGGY / sBLIMP / sSC / tSC pairs", fp, [out], build,
-                  lambda m: f"{len(m['manifests'])} manifests x {spec.eval_pairs} pairs")
+    return st.run(3, "evalsets", "evaluation sets: sWUGGY / sBLIMP and tSC / sSC in four forms", fp, [out], build,
+                  lambda m: f"{len(m['manifests'])} manifests x {min(m.get('pairs', {'': spec.eval_pairs}).values())}"
+                            f"+ pairs, longest {m.get('longest', '?')} of {m.get('context', '?')} tokens")
 
 
 # ----------------------------------------------------------------------------------------- stage 4: TextLM family
@@ -338,7 +368,8 @@ def _pretrain_study(lay: _Layout, spec: DemoSpec, tok_len: int, eos: int) -> Stu
         "data": {"units": lay.study.data.units,
                  "corpora": [{"path": str((lay.data_dir / "text" / "stories.jsonl").resolve()), "format": "text"}]},
         "training": dict(spec.pretrain_training),
-        "eval": {"val_tokens": 20_000},
+        "eval": {"val_tokens": 20_000, "benchmarks": [
+            {"name": n, "manifest": str((lay.data_dir / "eval" / f"{n}.jsonl").resolve())} for n in TEXTLM_BENCHMARKS]},
         # the run directories keep everything; the study's MLflow store holds the study itself
         "tracking": {"enabled": False},
         "executor": {"kind": "local", "gpu_type": "cpu", "peak_tflops": 0.1, "assumed_mfu": 0.2,
@@ -347,9 +378,21 @@ def _pretrain_study(lay: _Layout, spec: DemoSpec, tok_len: int, eos: int) -> Stu
     return parse_study(data, f"{lay.study_path} (demo TextLM pretraining)")
 
 
-def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) -> dict:
+def _check_text_items(lay: _Layout, tok, context: int) -> None:
+    """The TextLM's text-only pairs fit its pretraining context (exact token counts)."""
+    for n in TEXTLM_BENCHMARKS:
+        for line in (lay.data_dir / "eval" / f"{n}.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            p = len(tok(r["prompt"]["text"], add_special_tokens=False)["input_ids"])
+            e = max(len(tok(r[k]["text"], add_special_tokens=False)["input_ids"]) for k in ("positive", "negative"))
+            if p + e + 1 > context:
+                raise DemoError(f"{n}: pair {r['id']!r} is {p + e + 1} tokens, longer than the TextLM's "
+                                f"pretraining context {context}")
+
+
+def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, evals_fp: str, log) -> dict:
     out = lay.data_dir / "textlm"
-    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.micro_family"), "text": text_fp,
+    fp = _digest({"v": FORMAT_VERSION, "code": _source_digest("demo.micro_family"), "text": text_fp, "evals": evals_fp,
                   "vocab": spec.vocab_size, "members": lay.members, "tokens": spec.pretrain_tokens,
                   "training": spec.pretrain_training, "tokenizer": str(lay.tokenizer)})
     outputs = [lay.tokenizer] + [out / n / "config.json" for n in lay.members]
@@ -362,6 +405,7 @@ def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
         train_tokenizer(texts, lay.tokenizer, spec.vocab_size)
         tok = AutoTokenizer.from_pretrained(str(lay.tokenizer))
         log(f"    tokenizer: byte-level BPE, {len(tok)} tokens, {_rel(lay.tokenizer)} ({time.time() - t0:.1f}s)")
+        _check_text_items(lay, tok, spec.pretrain_training["context"])
         runs = lay.data_dir / "textlm-runs"
         shutil.rmtree(runs, ignore_errors=True)       # cells of an older family or text are stale
         pre = _pretrain_study(lay, spec, len(tok), tok.eos_token_id)
@@ -372,16 +416,24 @@ def _stage_textlm(st: _Stages, lay: _Layout, spec: DemoSpec, text_fp: str, log) 
         for cell in expand(pre):
             res = results[cell.key]
             export_member(pre.study_dir / cell.key / "model", lay.tokenizer, tmp / cell.member)
+            own = {"eval": res.get("eval", {}), "eval_n": res.get("eval_n", {}), "tokens": res["tokens"],
+                   "flops": res.get("flops"), "params_total": cell.params.total,
+                   "params_nonembedding": cell.params.nonembedding, "wall_seconds": res.get("wall_seconds"),
+                   "val_loss_text": res["val_loss"].get("text"),
+                   "note": "the TextLM's own scores on the text-only pairs, before any speech training"}
+            _write_atomic(tmp / cell.member / TEXTLM_EVAL, json.dumps(own, indent=1) + "\n")
             info["members"][cell.member] = {"params_nonembedding": cell.params.nonembedding,
                                             "params_total": cell.params.total, "tokens": res["tokens"],
-                                            "val_loss_text": res["val_loss"].get("text")}
+                                            "flops": res.get("flops"), "wall_seconds": res.get("wall_seconds"),
+                                            "val_loss_text": res["val_loss"].get("text"), "eval": res.get("eval", {})}
         _replace_dir(tmp, out)
         log(f"    exported {len(info['members'])} Hugging Face model folders to {_rel(out)}/")
         return info
 
     def describe(m: dict) -> str:
-        return ", ".join(f"{n} ({short_count(v['params_nonembedding'])})" for n, v in m["members"].items()) \
-            + f"; {m['tokenizer_len']}-token BPE"
+        return ", ".join(f"{n} ({short_count(v['params_nonembedding'])}"
+                         + "".join(f", {b} {v.get('eval', {}).get(b, float('nan')):.2f}" for b in TEXTLM_BENCHMARKS)
+                         + ")" for n, v in m["members"].items()) + f"; {m['tokenizer_len']}-token BPE"
 
     return st.run(4, "textlm", f"micro TextLM family: tokenizer + {len(lay.members)} sizes pretrained on text",
                   fp, outputs, build, describe)
@@ -606,8 +658,8 @@ def run_demo(study_path: str | Path = DEFAULT_STUDY, log: Callable[[str], None] 
         f"{_rel(lay.study.study_dir)}/")
     text = _stage_text(st, lay, spec)
     speech = _stage_speech(st, lay, spec, text["fingerprint"], log)
-    evals = _stage_evalsets(st, lay, spec, speech["fingerprint"])
-    textlm = _stage_textlm(st, lay, spec, text["fingerprint"], log)
+    evals = _stage_evalsets(st, lay, spec, speech["fingerprint"], log)
+    textlm = _stage_textlm(st, lay, spec, text["fingerprint"], evals["fingerprint"], log)
     data_fp = _digest([text["fingerprint"], speech["fingerprint"], evals["fingerprint"], textlm["fingerprint"]])
     _stage_study(st, lay, spec, data_fp, log)
     uri = None

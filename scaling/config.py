@@ -164,6 +164,13 @@ class Benchmark:
     name: str
     manifest: str
     prompt_marker: bool = True   # start speech prompts with <speech>, as training sequences do
+    # the setups whose cells score it (None: every setup); a manifest with text items leaves out textless
+    setups: Optional[list[str]] = None
+
+    def check(self, path: str) -> None:
+        for i, s in enumerate(self.setups or []):
+            if s not in ("interleaved", "textless", "text"):
+                raise ConfigError(f"{path}.setups[{i}]", f"expected one of interleaved, textless, text, got {s!r}")
 
 
 @dataclass

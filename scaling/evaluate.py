@@ -58,8 +58,23 @@ def pair_sequences(vocab: SpeechVocab, pair: dict, prompt_marker: bool) -> list[
 
 
 @torch.no_grad()
-def mean_logprobs(model, seqs: list[tuple[list[int], int]], device, batch: int = 16) -> list[float]:
-    """Mean log-probability of tokens[start:] of each sequence."""
+def mean_logprobs(model, seqs: list[tuple[list[int], int]], device, batch: int = 16,
+                  logit_elems: int = 2 ** 28) -> list[float]:
+    """Mean log-probability of tokens[start:] of each sequence (in input order). Sequences are batched
+    by length (little padding; padded positions are masked and never scored), `batch` rows at a time, or
+    up to 4x more while the fp32 logits stay under `logit_elems` elements (micro models: fewer calls)."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 1
+    width = max((len(s) for s, _ in seqs), default=1)
+    batch = max(batch, min(4 * batch, logit_elems // max(1, width * vocab)))
+    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][0]))
+    scores = _mean_logprobs([seqs[k] for k in order], device, model, batch)
+    out = [0.0] * len(seqs)
+    for k, v in zip(order, scores):
+        out[k] = v
+    return out
+
+
+def _mean_logprobs(seqs, device, model, batch: int) -> list[float]:
     out = []
     for i in range(0, len(seqs), batch):
         chunk = seqs[i:i + batch]

@@ -185,6 +185,22 @@ def _resolve_paths(data: DataConfig, ev: EvalConfig, base_dir: Optional[Path]) -
             dataclasses.replace(ev, benchmarks=benchmarks))
 
 
+def _hashed_eval(ev: EvalConfig) -> dict:
+    """The evaluation as the cell key hashes it: a benchmark's `setups` only when given (so the keys of
+    studies written before the field existed do not change)."""
+    out = dataclasses.asdict(ev)
+    for b in out["benchmarks"]:
+        if b.get("setups") is None:
+            b.pop("setups", None)
+    return out
+
+
+def _eval_for(ev: EvalConfig, setup: str) -> EvalConfig:
+    """The evaluation a cell of `setup` runs: the benchmarks whose `setups` name it (or name none)."""
+    keep = [b for b in ev.benchmarks if b.setups is None or setup in b.setups]
+    return ev if len(keep) == len(ev.benchmarks) else dataclasses.replace(ev, benchmarks=keep)
+
+
 TUNED_FIELDS = ("lr", "batch_tokens")
 
 
@@ -292,7 +308,7 @@ def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
     for variant in variants(study):
         data, training = variant.data, variant.training
         shared = {"data": hashed_data(data), "training": hashed_training(training),
-                  "eval": dataclasses.asdict(variant.eval), "convention": convention}
+                  "eval": _hashed_eval(variant.eval), "convention": convention}
         count_v = per_variant.setdefault(variant.name, VariantCount())
         tuned_where = f"grid.variants.{variant.name}.training" if variant.name else "training"
         if tuned_fields(training) and tuned_doc is None:
@@ -364,8 +380,8 @@ def expand_counted(study: Study, extra: Optional[list[ExtraCell]] = None
                             tokenizer=_abs(fam.tokenizer, base_dir) or member.weights, vocab_rows=rows,
                             base_rows=shared_rows,
                             params=counts, tokens=tokens, flops=fpt * tokens, flops_convention=convention,
-                            cost_flops=cost_fpt * tokens, data=run_data, training=cell_training, eval=run_eval,
-                            tracking=tracking, trunk=trunk))
+                            cost_flops=cost_fpt * tokens, data=run_data, training=cell_training,
+                            eval=_eval_for(run_eval, setup), tracking=tracking, trunk=trunk))
     unused = [i for i, used in enumerate(extra_used) if not used]
     if unused:
         e = extra[unused[0]]

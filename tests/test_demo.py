@@ -31,8 +31,10 @@ TINY_SIZES = {
 
 
 def tiny_spec() -> DemoSpec:
-    return DemoSpec(text_stories=200, speech_stories=24, eval_pairs=6, vocab_size=300, sizes=TINY_SIZES,
-                    pretrain_tokens=4096, pretrain_training={"context": 64, "micro_batch": 8, "batch_tokens": 512,
+    return DemoSpec(text_stories=200, speech_stories=24, text_episodes=300, speech_episodes=60, eval_pairs=6,
+                    val_fraction=0.15,   # enough held-out speech for a few 256-token windows
+                    vocab_size=300, sizes=TINY_SIZES,
+                    pretrain_tokens=4096, pretrain_training={"context": 128, "micro_batch": 4, "batch_tokens": 512,
                                                              "lr": 3e-3, "min_lr": 3e-4, "warmup": 0.1,
                                                              "precision": "fp32", "log_every": 4},
                     n_bootstrap=8, poll_s=0.2, progress_every_s=5)
@@ -52,11 +54,13 @@ def tiny_study(tmp_path: Path) -> Path:
         {"path": "demo-data/speech/units_val.jsonl", "format": "units", "alignments": "demo-data/speech/align",
          "split": "val"},
         {"path": "demo-data/text/stories.jsonl", "format": "text"}]
-    data["training"].update(context=64, micro_batch=4, batch_tokens=256, log_every=4)
+    data["training"].update(context=256, micro_batch=2, batch_tokens=512, log_every=4)  # episodes fit 256
     data["eval"] = {"val_tokens": 1024, "benchmarks": [
         {"name": "swuggy", "manifest": "demo-data/eval/swuggy.jsonl"},
-        {"name": "ssc", "manifest": "demo-data/eval/ssc.jsonl"},
-        {"name": "tsc", "manifest": "demo-data/eval/ssc_random.jsonl"}]}
+        {"name": "ssc_ss", "manifest": "demo-data/eval/ssc_ss.jsonl"},
+        {"name": "tsc_ss", "manifest": "demo-data/eval/tsc_ss.jsonl"},
+        {"name": "tsc_st", "manifest": "demo-data/eval/tsc_st.jsonl", "setups": ["interleaved"]},
+        {"name": "tsc_tt", "manifest": "demo-data/eval/tsc_tt.jsonl", "setups": ["interleaved"]}]}
     data["executor"]["kind"] = "debug"
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -86,6 +90,19 @@ def test_demo_builds_then_reuses_every_stage(tmp_path, monkeypatch):
     assert comp["pairs"] and comp["summary"][0].startswith("At equal compute")
     md = first.report_md.read_text()
     assert "## Interleaved against textless at equal compute" in md
+    # issue 19: the cross-modal table (S, S->T, T->S, T) beside the TextLM's own text score; textless: S only
+    assert "## Cross-modal story cloze (SIMS Table 2 at this scale)" in md and "Orig. T (TextLM)" in md
+    cm = fits["cross_modal"]
+    for row in cm["rows"]:
+        want = {"tsc_ss", "ssc_ss"} | ({"tsc_st", "tsc_tt"} if row["setup"] == "interleaved" else set())
+        assert set(row["scores"]) == want, row
+        assert all(v["n"] == 6 and v["p2.5"] <= v["accuracy"] <= v["p97.5"] for v in row["scores"].values())
+        assert ("orig" in row) == (row["setup"] == "interleaved")
+    assert set(cm["textlms"]) == set(TINY_SIZES)
+    own = json.loads((data / "textlm" / "t8" / demo_mod.TEXTLM_EVAL).read_text())
+    assert set(own["eval"]) == set(demo_mod.TEXTLM_BENCHMARKS) and own["eval_n"]["tsc_tt"] == 6
+    assert "text pretraining is not part of" in md.lower()
+    assert any("every item fits the context" in l for l in lines), text
     # the report says how many epochs of each stream every cell saw (issue 22)
     rep = fits["data_repetition"]
     assert len(rep["cells"]) == 6 and all(c["epochs"] and min(c["epochs"].values()) > 0 for c in rep["cells"])

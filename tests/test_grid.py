@@ -256,3 +256,23 @@ def test_twin_budget_needs_twins(tmp_path):
     data["grid"]["twin_budget"] = "flops"
     with pytest.raises(Exception, match=r"grid.twin_budget: applies to textless twins"):
         study_from(data, tmp_path)
+
+
+def test_benchmark_setups_leave_text_items_out_of_textless_cells(tmp_path):
+    """A benchmark limited to some setups (issue 19: text-item story cloze) is scored by those cells
+    only; keys do not move for studies that never name the field."""
+    data = yaml.safe_load(TINY.read_text())
+    base = {c.key for c in expand(study_from(data, tmp_path, "a.yaml"))}
+    data.setdefault("eval", {})["benchmarks"] = [
+        {"name": "s", "manifest": "s.jsonl"}, {"name": "t", "manifest": "t.jsonl", "setups": ["interleaved"]}]
+    cells = expand(study_from(data, tmp_path, "b.yaml"))
+    for c in cells:
+        names = [b.name for b in c.eval.benchmarks]
+        assert names == (["s", "t"] if c.setup == "interleaved" else ["s"]), (c.setup, names)
+    data["eval"]["benchmarks"] = [{"name": "s", "manifest": "s.jsonl"}]
+    plain = {c.key for c in expand(study_from(data, tmp_path, "c.yaml"))}
+    data["eval"]["benchmarks"] = [{"name": "s", "manifest": "s.jsonl", "setups": None}]
+    assert {c.key for c in expand(study_from(data, tmp_path, "d.yaml"))} == plain != base
+    data["eval"]["benchmarks"] = [{"name": "s", "manifest": "s.jsonl", "setups": ["speech"]}]
+    with pytest.raises(Exception, match=r"eval.benchmarks\[0\].setups\[0\]"):
+        study_from(data, tmp_path, "e.yaml")

@@ -122,16 +122,19 @@ def test_cloze_pairs():
 
 def test_manifests_parse(tmp_path):
     paths = E.write_manifests(tmp_path, _fake_speak, n=30, seed=2)
-    assert set(paths) == {"swuggy", "sblimp", "ssc", "ssc_random", "tsc", "tsc_random"}
+    cloze = {f"{b}_{f}" for b in E.CLOZE for f in E.FORMS}
+    assert set(paths) == {"swuggy", "sblimp"} | cloze
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
     for name, path in paths.items():
         pairs = read_pairs(path, 500)
         assert len(pairs) == 30
-        mod = "text" if name.startswith("t") else "speech"
-        assert all(p["positive"][0] == mod and p["negative"][0] == mod for p in pairs)
-        assert all(("prompt" in p) == name.endswith(("sc", "sc_random")) for p in pairs)
+        if name in cloze:   # <bench>_<prompt modality><ending modality>
+            pm, em = ("speech" if c == "s" else "text" for c in name[-2:])
+            assert all(p["prompt"][0] == pm and p["positive"][0] == em == p["negative"][0] for p in pairs)
+        else:
+            assert all("prompt" not in p and p["positive"][0] == "speech" for p in pairs)
     text_only = E.write_manifests(tmp_path / "t", None, n=10)
-    assert set(text_only) == {"tsc", "tsc_random"}
+    assert set(text_only) == {"tsc_tt", "ssc_tt"}
 
 
 def test_sets_are_learnable(train):

@@ -20,6 +20,11 @@
   the animal, the place, the thing built, the food; or a semantic clash: clothes wrong for the weather,
   a move wrong for the animal) or, with `adversarial=False`, the last sentence of another held-out story.
 
+- `episode_cloze_pairs` (what the demo's manifests use): the same two kinds of negative from short
+  held-out episodes (`episodes.py`, about 20 words, about 150 units spoken), so prompt and ending fit a
+  micro cell's context; `write_manifests` writes them in four forms (S->S, S->T, T->S, T->T) and
+  `check_manifests` proves every pair fits the context and is held out.
+
 Disjointness: cloze stories come from the held-out split of `stories.iter_stories` (CRC-32 of the prompt
 == 0 mod `HELDOUT_MOD`), which `generate_stories(..., split="train")` never emits, for any seed.
 BLiMP sentences also come from held-out stories (a short sentence may still occur in training text,
@@ -35,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from . import episodes as EP
 from . import stories as S
 
 DEFAULT_SEED = 20_250
@@ -245,8 +251,10 @@ def _variants(toks: list[str]) -> dict[str, list[list[str]]]:
     return out
 
 
-def blimp_pairs(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> list[tuple[str, str, str]]:
-    """(id, good, bad) pairs, the phenomena in turn (`PHENOMENA`), good sentences from held-out stories."""
+def blimp_pairs(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, exclude: set[str] = frozenset()
+                ) -> list[tuple[str, str, str]]:
+    """(id, good, bad) pairs, the phenomena in turn (`PHENOMENA`), good sentences from held-out stories
+    that are not sentences of `exclude` (e.g. every sentence of the training texts)."""
     rng = random.Random(seed)
     quota = {p: n // len(PHENOMENA) + (1 if k < n % len(PHENOMENA) else 0) for k, p in enumerate(PHENOMENA)}
     got: dict[str, list[tuple[str, str]]] = {p: [] for p in PHENOMENA}
@@ -257,7 +265,7 @@ def blimp_pairs(n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> list[tuple[str,
         sents = story.prompt + [story.ending]
         rng.shuffle(sents)
         for sent in sents:   # at most one pair per story, from a random sentence of it
-            if sent in seen:
+            if sent in seen or sent in exclude:
                 continue
             toks = tokens(sent)
             vs = _variants(toks)
@@ -343,30 +351,84 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+FORMS = ("ss", "st", "ts", "tt")   # prompt modality, ending modality: s speech, t text
+CLOZE = ("tsc", "ssc")
+
+
+def episode_cloze_pairs(n: int = DEFAULT_N, seed: int = DEFAULT_SEED
+                        ) -> list[tuple[str, str, str, str, str]]:
+    """(id, prompt, true ending, random ending, adversarial ending) from held-out episodes
+    (`episodes.py`): the tSC negative is the ending of another held-out episode of the same kind (so
+    both endings are equally likely without the prompt), the sSC negative is the true ending with one
+    slot changed to contradict the prompt. Prompts are distinct and never training prompts."""
+    rng = random.Random(seed * 2 + 1)
+    stream = EP.iter_episodes(seed, "heldout")
+    eps, prompts = [], set()
+    while len(eps) < n:
+        e = next(stream)
+        if e.prompt in prompts or EP.adversarial_ending(e, random.Random(0)) is None:
+            continue
+        prompts.add(e.prompt)
+        eps.append(e)
+    by_kind: dict[str, list[int]] = {}
+    for k, e in enumerate(eps):
+        by_kind.setdefault(e.kind, []).append(k)
+    out = []
+    for k, e in enumerate(eps):
+        same = [j for j in by_kind[e.kind] if eps[j].ending != e.ending]
+        rnd = eps[rng.choice(same)].ending if same else next(x for x in eps if x.ending != e.ending).ending
+        out.append((f"cloze-{k:04d}", e.prompt, e.ending, rnd, EP.adversarial_ending(e, rng)))
+    return out
+
+
+def item_length(item: dict) -> int:
+    """An upper bound on the tokens of a manifest item: its units, or the UTF-8 bytes of its text (a
+    byte-level BPE token holds at least one byte)."""
+    return len(item["units"]) if "units" in item else len(item["text"].encode())
+
+
+def pair_length(row: dict) -> int:
+    """An upper bound on the tokens a pair's longer side puts in the model: prompt + continuation + a
+    marker before each (what `scaling.evaluate.pair_sequences` builds)."""
+    p = item_length(row["prompt"]) + 1 if "prompt" in row else 0
+    return p + max(item_length(row["positive"]), item_length(row["negative"])) + 1 + 1
+
+
 def write_manifests(out_dir: str | Path, speak: Callable[[str], list[int]] | None,
-                    n: int = DEFAULT_N, seed: int = DEFAULT_SEED) -> dict[str, Path]:
+                    n: int = DEFAULT_N, seed: int = DEFAULT_SEED, exclude: set[str] = frozenset()
+                    ) -> dict[str, Path]:
     """Write the pair manifests into `out_dir` and return {name: path}.
 
-    Spoken (needs `speak`: text -> deduplicated unit ids): `swuggy`, `sblimp`, `ssc`, `ssc_random`.
-    Text: `tsc`, `tsc_random`. With `speak=None` only the text manifests are written. Each file is
-    written to a temporary name and renamed, so a reader never sees a partial manifest. A spoken
-    sWUGGY pair whose word and non-word give the same units is replaced by another pair."""
+    Story cloze from held-out episodes in four forms each, the same stories throughout: `tsc_<form>`
+    (random ending) and `ssc_<form>` (adversarial ending), form `ss` (spoken prompt and endings), `st`
+    (spoken prompt, text endings), `ts` (text prompt, spoken endings), `tt` (text only). Spoken probes
+    `swuggy` and `sblimp` (sBLIMP sentences from held-out stories, none of them a sentence of the
+    `exclude` texts: the training corpora). With `speak=None` only the text-only forms are written.
+    Each file is written to a temporary name and renamed, so a reader never sees a partial manifest. A
+    spoken sWUGGY pair whose word and non-word give the same units is replaced by another pair."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict]] = {}
-    adv = cloze_pairs(n, seed, adversarial=True)
-    rnd = cloze_pairs(n, seed, adversarial=False)
-    for name, pairs in (("tsc", adv), ("tsc_random", rnd)):
-        rows[name] = [{"id": i, "prompt": {"text": p}, "positive": {"text": t}, "negative": {"text": o}}
-                      for i, p, t, o in pairs]
+    cloze = episode_cloze_pairs(n, seed)
+    cache: dict[str, list[int]] = {}
+
+    def U(text: str) -> list[int]:
+        if text not in cache:
+            cache[text] = _units(speak, text)
+        return cache[text]
+
+    def item(text: str, mod: str, ending: bool = False) -> dict:
+        # a text ending continues the prompt after a space, as text follows text or speech in training
+        # (word alignments carry the space before each word): " At the park, ..."
+        return {"units": U(text)} if mod == "s" else {"text": " " + text if ending else text}
+
+    forms = FORMS if speak is not None else ("tt",)
+    for bench, neg in (("tsc", 3), ("ssc", 4)):
+        for form in forms:
+            rows[f"{bench}_{form}"] = [{"id": c[0], "prompt": item(c[1], form[0]),
+                                        "positive": item(c[2], form[1], True),
+                                        "negative": item(c[neg], form[1], True)} for c in cloze]
     if speak is not None:
-        cache: dict[str, list[int]] = {}
-
-        def U(text: str) -> list[int]:
-            if text not in cache:
-                cache[text] = _units(speak, text)
-            return cache[text]
-
         ws = []
         for i, w, nw in wuggy_pairs(2 * n, seed):
             if U(w) != U(nw):
@@ -375,13 +437,41 @@ def write_manifests(out_dir: str | Path, speak: Callable[[str], list[int]] | Non
                 break
         rows["swuggy"] = ws
         rows["sblimp"] = [{"id": i, "positive": {"units": U(g)}, "negative": {"units": U(b)}}
-                          for i, g, b in blimp_pairs(n, seed)]
-        for name, pairs in (("ssc", adv), ("ssc_random", rnd)):
-            rows[name] = [{"id": i, "prompt": {"units": U(p)}, "positive": {"units": U(t)},
-                           "negative": {"units": U(o)}} for i, p, t, o in pairs]
+                          for i, g, b in blimp_pairs(n, seed, exclude=exclude)]
     paths = {}
     for name, rs in rows.items():
         path = out_dir / f"{name}.jsonl"
         _write_jsonl(path, rs)
         paths[name] = path
     return paths
+
+
+def check_manifests(paths: dict[str, Path], context: int, training_texts: list[str], spare: float = 0.1) -> dict:
+    """Prove the evaluation sets fit and are held out; returns {name: {"pairs", "longest"}} and the
+    context, or raises ValueError naming the first item that does not.
+
+    Fits: every pair (prompt + the longer continuation + a marker before each, `pair_length`, an upper
+    bound) fits in `context` with `spare` of it left over. Held out: no cloze prompt and no sBLIMP
+    sentence occurs in `training_texts` (the demo's text and spoken corpora), read back from the
+    manifests' text forms (`*_tt`, and the texts the spoken items were made from are the same)."""
+    limit = int(context * (1 - spare))
+    out: dict = {"context": context, "limit": limit, "sets": {}}
+    corpus = "\n".join(training_texts)
+    for name, path in sorted(paths.items()):
+        rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        longest = max(pair_length(r) for r in rows)
+        if longest > limit:
+            r = max(rows, key=pair_length)
+            raise ValueError(f"{path}: pair {r['id']!r} is up to {pair_length(r)} tokens; the cells' context is "
+                             f"{context} and items must fit in {limit} (10% to spare)")
+        if name.endswith("_tt"):
+            for r in rows:
+                if r["prompt"]["text"] in corpus:
+                    raise ValueError(f"{path}: pair {r['id']!r}: its prompt occurs in the training text")
+        out["sets"][name] = {"pairs": len(rows), "longest": longest}
+    return out
+
+
+def sentences_of(texts: list[str]) -> set[str]:
+    """Every sentence of `texts` (what `blimp_pairs(exclude=...)` keeps out of sBLIMP)."""
+    return {x for t in texts for x in S.sentences(t)}
