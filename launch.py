@@ -222,12 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from demo.stages import DEFAULT_STUDY, run_demo
 
     try:
-        if args.wsd:
-            from demo.wsd import run_wsd
-
-            run_wsd(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
-        else:
-            run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
+        run_demo(args.study or DEFAULT_STUDY, log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("interrupted: finished stages and cells are kept; `launch.py demo` again continues", file=sys.stderr)
         return 130
@@ -253,9 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "report that compares them. Every finished stage and cell is reused when run "
                                    "again. Ends with where the report is and the command that opens the MLflow UI.")
     p.add_argument("--study", help="study file (default examples/micro.yaml; its data goes to <stem>-data/ beside it)")
-    p.add_argument("--wsd", action="store_true",
-                   help="then train the interleaved cells again with schedule wsd (shared trunks, decay branches) "
-                        "and write the WSD-vs-cosine section (<root>/<study>-wsd/report/wsd-vs-cosine.md)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plan", parents=[root], help="print a study's cells: parameters, tokens, FLOPs, GPU-hours",

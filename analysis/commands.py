@@ -46,7 +46,7 @@ def _harvest(study_dir: Path, params_col: str, loss_col: str, need: int, keys=No
 def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str | None = None,
                  experiment: str | None = None, params_col: str = "params_total",
                  loss_col: str = "val_loss_speech", n_bootstrap: int = 200, seed: int = 0,
-                 cell_keys=None) -> dict:
+                 cell_keys=None, wsd=None) -> dict:
     """Write the scaling report of a study directory; log it to MLflow when ``tracking_uri`` is given.
 
     Harvests ``study_dir``'s run directories (DONE cells count), writes the report into
@@ -63,7 +63,7 @@ def report_study(study_dir: Path, out_dir: Path | None = None, tracking_uri: str
     out = Path(out_dir) if out_dir is not None else study_dir / "report"
     curves = harvest_curves(study_dir.parent, study_dir.name, keys=cell_keys)
     write_report(frame, curves, out, params_col=params_col, loss_col=loss_col, group_cols=GROUP_COLS,
-                 title=f"Scaling report: {study_dir.name}", n_bootstrap=n_bootstrap, seed=seed)
+                 title=f"Scaling report: {study_dir.name}", n_bootstrap=n_bootstrap, seed=seed, wsd=wsd)
     run_id = None
     if tracking_uri:
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from analysis.comparison import comparison_blocks, setup_comparison
 from analysis.crossmodal import cross_modal, cross_modal_blocks
 from analysis.document import Bullets, Figure, Heading, Para, Table, to_html, to_markdown
+from analysis.wsd_comparison import FIGURE as WSD_FIGURE, blocks as wsd_blocks, figure as wsd_figure
 from analysis.figures import FIGURES, draw_all
 from analysis.identification import describe
 from analysis.reference import SIMS_FIGURE1, drawable_spans, figure1_metric
@@ -353,7 +355,8 @@ def build_blocks(fits: dict, title: str) -> list:
 
 def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_col: str = "val_loss_speech",
                  group_cols=("family", "setup", "variant"), title: str = "Scaling report",
-                 n_bootstrap: int = 200, seed: int = 0, extrapolation: bool = True) -> Path:
+                 n_bootstrap: int = 200, seed: int = 0, extrapolation: bool = True,
+                 wsd: Optional[dict] = None) -> Path:
     """Fit, draw and write the report for the DONE runs of ``frame``; return report.md's path.
 
     Writes into ``out_dir`` (created if needed): the six PNGs of ``analysis.figures.FIGURES``,
@@ -361,6 +364,7 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     (links every PNG, one caption each, tables) and report.html (the same, PNGs embedded).
     ``curves`` is ``harvest_curves``'s frame (or None) for the runs' evaluation curves.
     Never raises for a fit that refuses; raises only for unusable input (e.g. missing columns).
+    ``wsd``: a WSD-against-cosine comparison (analysis.wsd_comparison) to add as a section.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -373,8 +377,12 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
     # epochs per cell and, when data repeats, the data-constrained law (analysis.repetition_report)
     fits["data_repetition"] = jsonable(repetition_summary(frame, params_col, loss_col, group_cols, n_bootstrap, seed))
     draw_repetition(fits["data_repetition"], out)
+    if wsd is not None:
+        fits["wsd_comparison"] = jsonable(wsd)
+        if "pairs" in wsd["comparison"]:
+            wsd_figure(wsd["comparison"], out / WSD_FIGURE)
     (out / "fits.json").write_text(json.dumps(fits, indent=1, allow_nan=False) + "\n")
-    blocks = build_blocks(fits, title)
+    blocks = build_blocks(fits, title) + (wsd_blocks(wsd) if wsd is not None else [])
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out, title))
     return out / "report.md"
@@ -383,4 +391,5 @@ def write_report(frame, curves, out_dir, params_col: str = "params_total", loss_
 def report_files(out_dir) -> list:
     """Paths of everything ``write_report`` writes, figures first."""
     out = Path(out_dir)
-    return [out / f for f, _ in FIGURES] + [out / f for f in REPORT_FILES]
+    extra = [out / WSD_FIGURE] if (out / WSD_FIGURE).exists() else []
+    return [out / f for f, _ in FIGURES] + extra + [out / f for f in REPORT_FILES]

@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 
+from .document import Figure, Heading, Para, Table
+
 Z95 = 1.959963984540054
 
 
@@ -86,44 +88,70 @@ def compute_json(cosine_tokens: float, cosine_flops: float, wsd_tokens: float, w
             "saving": 1.0 - wsd_flops / cosine_flops if cosine_flops else None}
 
 
-def markdown(cmp: dict, compute: dict, decay: str) -> str:
-    """The report section."""
-    lines = ["## WSD branches against cosine cells", "",
-             f"The same grid trained twice: each budget with its own cosine schedule, and as a branch off one "
-             f"constant-LR trunk per model that decays ({decay}) to its budget. Loss: held-out speech loss.", ""]
+FIGURE = "wsd-vs-cosine.png"
+
+
+def blocks(section: dict) -> list:
+    """The report section (analysis.document blocks) for `section` = {"comparison", "compute", "decay"}."""
+    cmp, c = section["comparison"], section["compute"]
+    out: list = [Heading(2, "WSD branches against cosine cells"),
+                 Para(f"The interleaved cells trained twice: each budget with its own cosine schedule, and as a "
+                      f"branch off one constant-LR trunk per model that decays ({section['decay']}) to its "
+                      "budget (training.schedule wsd). Loss: held-out speech loss.")]
     if "refused" in cmp:
-        return "\n".join(lines + [f"No comparison: {cmp['refused']}."])
-    lines += ["| member | params | tokens | cosine | WSD branch | WSD / cosine - 1 |", "|---|---:|---:|---:|---:|---:|"]
-    for p in cmp["pairs"]:
-        lines.append(f"| {p['member']} | {p['params']:,.0f} | {p['tokens']:,.0f} | {p['cosine']:.4f} | {p['wsd']:.4f} "
-                     f"| {100 * p['relative']:+.2f}% |")
+        return out + [Para(f"No comparison: {cmp['refused']}.", css="refusal")]
+    out.append(Table(("member", "params", "tokens", "cosine", "WSD branch", "WSD / cosine - 1"),
+                     tuple((p["member"], f"{p['params']:,.0f}", f"{p['tokens']:,.0f}", f"{p['cosine']:.4f}",
+                            f"{p['wsd']:.4f}", f"{100 * p['relative']:+.2f}%") for p in cmp["pairs"])))
     r = cmp["relative_difference"]
-    lines += ["", f"Mean paired difference over {cmp['cells']} cells: {100 * r['mean']:+.2f}% "
-                  f"(95% interval {100 * r['lo']:+.2f}% to {100 * r['hi']:+.2f}%): "
-              + ("indistinguishable from the cosine cells at this precision." if r["lo"] <= 0 <= r["hi"] else
-                 ("the WSD branches are worse." if r["lo"] > 0 else "the WSD branches are better.")), ""]
+    verdict = ("indistinguishable from the cosine cells at this precision" if r["lo"] <= 0 <= r["hi"] else
+               ("the WSD branches are worse" if r["lo"] > 0 else "the WSD branches are better"))
+    out.append(Para(f"Mean paired difference over {cmp['cells']} cells: {100 * r['mean']:+.2f}% (95% interval "
+                    f"{100 * r['lo']:+.2f}% to {100 * r['hi']:+.2f}%): {verdict}."))
     law = cmp.get("law", {})
     if "refused" in law:
-        lines.append(f"Exponents: not fitted ({law['refused']}).")
+        out.append(Para(f"Exponents: not fitted ({law['refused']}).", css="refusal"))
     else:
-        lines += [f"Exponents of {law['form']}, 95% paired-bootstrap intervals ({law['bootstrap']} resamples):", "",
-                  "| exponent | cosine | WSD | WSD - cosine | agree |", "|---|---|---|---|---|"]
+        out.append(Para(f"Exponents of {law['form']}, 95% paired-bootstrap intervals ({law['bootstrap']} "
+                        "resamples); they agree when the interval of the difference contains 0:"))
+        rows = []
         for name, what in (("a", "a (size)"), ("b", "b (tokens)")):
             e = law[name]
-            lines.append(f"| {what} | {e['cosine']:.3f} [{e['cosine_lo']:.3f}, {e['cosine_hi']:.3f}] | "
-                         f"{e['wsd']:.3f} [{e['wsd_lo']:.3f}, {e['wsd_hi']:.3f}] | {e['difference']:+.3f} "
-                         f"[{e['difference_lo']:+.3f}, {e['difference_hi']:+.3f}] | {'yes' if e['agree'] else 'no'} |")
-    c = compute
-    lines += ["", "Compute spent (cost FLOPs: 6 N D + attention):", "",
-              "| schedule | tokens trained | cost FLOPs | wall seconds |", "|---|---:|---:|---:|"]
-    for name in ("cosine", "wsd"):
-        s = c[name]
-        secs = "-" if s["seconds"] is None else f"{s['seconds']:.0f}"
-        lines.append(f"| {name} | {s['tokens']:,.0f} | {s['cost_flops']:.3g} | {secs} |")
+            rows.append((what, f"{e['cosine']:.3f} [{e['cosine_lo']:.3f}, {e['cosine_hi']:.3f}]",
+                         f"{e['wsd']:.3f} [{e['wsd_lo']:.3f}, {e['wsd_hi']:.3f}]",
+                         f"{e['difference']:+.3f} [{e['difference_lo']:+.3f}, {e['difference_hi']:+.3f}]",
+                         "yes" if e["agree"] else "no"))
+        out.append(Table(("exponent", "cosine", "WSD", "WSD - cosine", "agree"), tuple(rows)))
+    out.append(Para("Compute spent (cost FLOPs: 6 N D + attention; wall: the cells' training seconds, each "
+                    "trunk once):"))
+    out.append(Table(("schedule", "tokens trained", "cost FLOPs", "wall seconds"), tuple(
+        (name, f"{c[name]['tokens']:,.0f}", f"{c[name]['cost_flops']:.3g}",
+         "-" if c[name]["seconds"] is None else f"{c[name]['seconds']:.0f}") for name in ("cosine", "wsd"))))
     if c.get("saving") is not None:
-        lines += ["", f"Shared trunks spent {100 * c['saving']:.1f}% less compute than training every budget "
-                      "from scratch."]
-    return "\n".join(lines) + "\n"
+        out.append(Para(f"Shared trunks spent {100 * c['saving']:.1f}% less compute than training every budget "
+                        "from scratch."))
+    out.append(Figure(FIGURE, "WSD branches vs cosine cells",
+                      "Held-out speech loss against training tokens per member: cosine cells (filled, solid) and "
+                      "WSD branches off each member's trunk (open, dashed)."))
+    return out
+
+
+def summary(section: dict) -> list[str]:
+    """Plain lines for a terminal: the paired difference, the exponents, the saving."""
+    cmp, c = section["comparison"], section["compute"]
+    if "refused" in cmp:
+        return [f"WSD vs cosine: no comparison ({cmp['refused']})"]
+    r = cmp["relative_difference"]
+    lines = [f"WSD vs cosine: loss {100 * r['mean']:+.2f}% [{100 * r['lo']:+.2f}%, {100 * r['hi']:+.2f}%] over "
+             f"{cmp['cells']} cells"]
+    law = cmp.get("law", {})
+    if "refused" not in law:
+        lines.append("  exponents (cosine / WSD): " + ", ".join(
+            f"{n} {law[n]['cosine']:.3f} / {law[n]['wsd']:.3f} ({'agree' if law[n]['agree'] else 'differ'})"
+            for n in ("a", "b")))
+    if c.get("saving") is not None:
+        lines.append(f"  compute: {100 * c['saving']:.1f}% less with shared trunks")
+    return lines
 
 
 def figure(cmp: dict, path) -> None:

@@ -1,7 +1,7 @@
 """`launch.py demo`: the whole tool at micro scale on a CPU, from nothing to a scaling report that answers
 the SIMS question (do TextLM-initialised interleaved SLMs scale better with compute than textless SLMs?).
 
-Six stages, each timed and each reused when its inputs have not changed:
+Seven stages, each timed and each reused when its inputs have not changed:
 
 1. text: TinyStories-like stories from the grammar in `demo.speechdata.stories`, for the TextLM
    pretraining, the SLM's text stream and the spoken corpus (disjoint stories);
@@ -13,8 +13,10 @@ Six stages, each timed and each reused when its inputs have not changed:
    Hugging Face model folders;
 5. study: the study file's cells (interleaved SLMs initialised from that family and their textless twins on
    an IsoFLOP grid) through the local executor, mirrored to the study's MLflow store;
-6. report: the scaling report (`analysis.commands.report_study`) with the interleaved-against-textless
-   comparison, logged to MLflow.
+6. wsd: the interleaved cells again with `schedule: wsd`, one constant-LR trunk per member and each budget
+   a decay branch off it (`demo.wsd`), into `<root>/<study>-wsd/`;
+7. report: the scaling report (`analysis.commands.report_study`) with the interleaved-against-textless
+   comparison and the WSD-against-cosine section, logged to MLflow.
 
 Generated data goes to `<study file's folder>/<study file's stem>-data/` (the study file names it with
 relative paths). Every stage writes into a temporary folder renamed into place, then a marker
@@ -47,6 +49,8 @@ from sweeps.rundirs import ensure_run_dir
 from sweeps.study import Study, load_study, parse_study
 from sweeps.ui import command_line
 
+from analysis.wsd_comparison import summary as wsd_summary
+from demo.wsd import COMPARISON, comparison as wsd_comparison, wsd_study
 from demo.micro_family import SIZES, export_member, member_config, train_tokenizer
 from demo.speechdata.evalsets import write_manifests
 from demo.speechdata.episodes import generate_episodes
@@ -55,7 +59,7 @@ from demo.speechdata.stories import generate_stories
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDY = ROOT / "examples" / "micro.yaml"
 FORMAT_VERSION = 1
-STAGES = ("text", "speech", "evalsets", "textlm", "study", "report")
+STAGES = ("text", "speech", "evalsets", "textlm", "study", "wsd", "report")
 TEXTLM_BENCHMARKS = ("tsc_tt", "ssc_tt")   # the TextLM's own text-only story cloze (SIMS Table 2, "Orig.")
 TEXTLM_EVAL = "textlm_eval.json"           # written beside each exported member's weights
 
@@ -545,16 +549,17 @@ def run_cells(study: Study, log: Callable[[str], None], spec: DemoSpec, what: st
     return {k: RunDir(study_dir / k).result() or {} for k in keys}
 
 
-# ----------------------------------------------------------------------------------------- stages 5-6
+# ----------------------------------------------------------------------------------------- stages 5-7
 
 
-def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -> dict:
-    """Always asks `submit` (which skips DONE cells); moves aside cells trained on older demo data."""
+def _stage_cells(st: _Stages, index: int, name: str, study: Study, head: str, spec: DemoSpec, data_fp: str,
+                 log) -> dict[str, dict]:
+    """Train a study's cells: always asks `submit` (which skips DONE cells); moves aside cells trained on
+    older demo data. Returns {key: result.json}."""
     t0 = time.time()
-    head = f"[5/{len(STAGES)}] study: {lay.study.name} ({_rel(lay.study_path)}) through the {lay.study.executor.kind} executor"
-    study = lay.study
+    head = f"[{index}/{len(STAGES)}] {head}"
     study_dir = study.study_dir
-    marker = st.marker("study")
+    marker = st.marker(name)
     if study_dir.exists() and marker.get("data") not in (None, data_fp):
         aside = study_dir.with_name(f"{study_dir.name}.stale-{marker.get('data', 'old')[:8]}")
         shutil.rmtree(aside, ignore_errors=True)
@@ -571,14 +576,31 @@ def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -
     reused = n_done == len(keys)
     if not reused:
         log(f"{head} ...")
-    st.finish("study", "-", {"data": data_fp, "cells": len(keys)})
-    run_cells(study, log, spec, what="study cells")
+    st.finish(name, "-", {"data": data_fp, "cells": len(keys)})
+    results = run_cells(study, log, spec, what=f"{name} cells")
     dt = time.time() - t0
     detail = f"{len(keys)} cells" + (" all finished before" if reused else f", {len(keys) - n_done} trained now")
     log(f"{head}: {'reused' if reused else 'done'} ({detail}) {'' if reused else 'in ' + duration(dt) + ' '}"
         f"({dt:.1f}s)")
-    st.times.append(StageTime("study", dt, reused, detail))
-    return {"cells": len(keys)}
+    st.times.append(StageTime(name, dt, reused, detail))
+    return results
+
+
+def _stage_study(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -> dict:
+    head = f"study: {lay.study.name} ({_rel(lay.study_path)}) through the {lay.study.executor.kind} executor"
+    return {"cells": len(_stage_cells(st, 5, "study", lay.study, head, spec, data_fp, log))}
+
+
+def _stage_wsd(st: _Stages, lay: _Layout, spec: DemoSpec, data_fp: str, log) -> Optional[Path]:
+    """The interleaved cells again with schedule wsd (shared trunks, decay branches) and their comparison
+    with the cosine cells, written for the report stage (demo.wsd)."""
+    w = wsd_study(lay.study)
+    head = (f"wsd: the interleaved cells again with schedule wsd ({w.training.decay_shape} decay over the last "
+            f"{w.training.decay_fraction:g} of each budget), trunks shared per member, into {_rel(w.study_dir)}")
+    results = _stage_cells(st, 6, "wsd", w, head, spec, data_fp, log)
+    path = w.study_dir / COMPARISON
+    _write_atomic(path, json.dumps(wsd_comparison(lay.study, w, results), indent=1) + "\n")
+    return path
 
 
 def _report_fingerprint(study_dir: Path) -> str:
@@ -590,11 +612,13 @@ def _report_fingerprint(study_dir: Path) -> str:
     return _digest({"v": FORMAT_VERSION, "runs": done, "code": _source_digest("analysis")})
 
 
-def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str], log) -> dict:
+def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str], log,
+                  wsd_path: Optional[Path] = None) -> dict:
     study = lay.study
     study_dir = study.study_dir
     out = study_dir / "report"
-    fp = _report_fingerprint(study_dir)
+    wsd = json.loads(wsd_path.read_text()) if wsd_path is not None and wsd_path.is_file() else None
+    fp = _digest([_report_fingerprint(study_dir), wsd])
     experiment = study.tracking.experiment or study.name
 
     def build() -> dict:
@@ -602,7 +626,7 @@ def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str],
 
         tmp = _tmp_dir(out)
         res = report_study(study_dir, out_dir=tmp, tracking_uri=None, experiment=experiment,
-                           n_bootstrap=spec.n_bootstrap)
+                           n_bootstrap=spec.n_bootstrap, wsd=wsd)
         _replace_dir(tmp, out)
         run_id = None
         if uri:
@@ -611,7 +635,7 @@ def _stage_report(st: _Stages, lay: _Layout, spec: DemoSpec, uri: Optional[str],
             run_id = log_report(uri, experiment, out, fits)
         return {"n_runs": res["n_runs"], "mlflow_run_id": run_id}
 
-    return st.run(6, "report", "report: fits, interleaved vs textless, downstream metrics", fp,
+    return st.run(7, "report", "report: fits, interleaved vs textless, downstream metrics, WSD vs cosine", fp,
                   [out / "report.md", out / "fits.json"], build,
                   lambda m: f"{m['n_runs']} runs fitted -> {_rel(out / 'report.md')}")
 
@@ -622,7 +646,8 @@ def _summary(fits_path: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     comp = fits.get("setup_comparison") or {}
-    return list(comp.get("summary", []))
+    wsd = fits.get("wsd_comparison")
+    return list(comp.get("summary", [])) + (wsd_summary(wsd) if wsd else [])
 
 
 def _shell_path(path: str | Path) -> str:
@@ -666,7 +691,8 @@ def run_demo(study_path: str | Path = DEFAULT_STUDY, log: Callable[[str], None] 
     if lay.study.tracking.enabled:
 
         uri = lay.study.tracking.uri or default_uri(lay.study.study_dir.resolve())
-    _stage_report(st, lay, spec, uri, log)
+    wsd_path = _stage_wsd(st, lay, spec, data_fp, log)
+    _stage_report(st, lay, spec, uri, log, wsd_path)
     out = lay.study.study_dir / "report"
     total = time.time() - t0
     summary = _summary(out / "fits.json")

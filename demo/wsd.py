@@ -1,28 +1,22 @@
-"""`launch.py demo --wsd`: the micro study's interleaved cells trained again with `schedule: wsd` (one
-constant-LR trunk per member, each budget a decay branch off it) beside the cosine cells the demo
-trained, and a report section that compares them: per budget the two losses, the exponents of both
-with intervals and whether they agree, and the compute each spent (analysis.wsd_comparison).
-
-Runs the demo first (its stages are reused when fresh), then the WSD cells through the same submit
-path and wait loop (sweeps.lifecycle), into `<root>/<study>-wsd/`; the section is
-`<root>/<study>-wsd/report/wsd-vs-cosine.md` with `wsd-vs-cosine.png` and `.json` beside it.
+"""The demo's WSD stage (issue 20): the micro study's interleaved cells trained again with `schedule: wsd`
+(one constant-LR trunk per member, each budget a decay branch off it) beside the cosine cells of the
+study stage, and the comparison the report shows as its section "WSD branches against cosine cells":
+per budget the two losses, the exponents of both with intervals and whether they agree, and the compute
+each spent (analysis.wsd_comparison). The cells go to `<root>/<study>-wsd/`, through the same submit
+path and wait loop as the study's (the stage calls demo.stages.run_cells).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-from analysis.wsd_comparison import Pair, compare, compute_json, figure, markdown
+from analysis.wsd_comparison import Pair, compare, compute_json
 from common.rundir import RunDir
-from scaling.fmt import duration
 from sweeps.grid import expand
 from sweeps.study import Study
 from sweeps.trunks import sharing
 
-from demo.stages import DEFAULT_STUDY, DemoSpec, _layout, _rel, run_cells, run_demo
+COMPARISON = "wsd-vs-cosine.json"   # in the WSD study's dir: what the report stage reads
 
 
 def wsd_study(study: Study) -> Study:
@@ -48,49 +42,27 @@ def _seconds(results: dict[str, dict]) -> float:
     return own + sum(trunks.values())
 
 
-def run_wsd(study_path: str | Path = DEFAULT_STUDY, log: Callable[[str], None] = print,
-            spec: Optional[DemoSpec] = None) -> dict:
-    spec = spec or DemoSpec()
-    demo = run_demo(study_path, log, spec)
-    t0 = time.time()
-    lay = _layout(Path(study_path), spec)
-    study = lay.study
-    w = wsd_study(study)
-    log("")
-    log(f"[wsd] {w.name}: the interleaved cells again with schedule wsd "
-        f"({w.training.decay_shape} decay over {w.training.decay_fraction:g} of each budget)")
-    wsd_results = run_cells(w, log, spec, what="WSD cells")
+def comparison(study: Study, w: Study, wsd_results: dict[str, dict], n_bootstrap: int = 2000) -> Optional[dict]:
+    """{"comparison", "compute", "decay"}: each WSD cell against the cosine interleaved cell of the same
+    member and budget (held-out speech loss), with the compute each set spent."""
     cells_w = expand(w)
     cosine = {(c.member, c.tokens): c for c in expand(study) if c.setup == "interleaved"}
-    pairs, cos_results = [], {}
+    pairs, cos_results, cos_cells = [], {}, []
     for c in cells_w:
         match = cosine.get((c.member, c.tokens))
         res_c = RunDir(study.study_dir / match.key).result() if match is not None else None
         res_w = wsd_results.get(c.key)
-        if not res_c or not res_w:
+        if not res_c or not res_w or "speech" not in res_c.get("val_loss", {}):
             continue
         cos_results[match.key] = res_c
+        cos_cells.append(match)
         pairs.append(Pair(c.member, float(c.params.total), float(c.tokens), float(res_c["val_loss"]["speech"]),
                           float(res_w["val_loss"]["speech"])))
-    cmp = compare(pairs, seed=0)
     sh = sharing(cells_w)
-    cos_cells = [cosine[(p.member, int(p.tokens))] for p in pairs]
     comp = compute_json(sum(c.tokens for c in cos_cells), sum(c.cost_flops for c in cos_cells),
                         sh.tokens_shared if sh else sum(c.tokens for c in cells_w),
                         sh.cost_flops_shared if sh else sum(c.cost_flops for c in cells_w),
                         _seconds(cos_results), _seconds(wsd_results))
-    out = w.study_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(cmp, comp, f"{w.training.decay_shape}, last {w.training.decay_fraction:g} of its steps")
-    (out / "wsd-vs-cosine.md").write_text(text + "\n![WSD vs cosine](wsd-vs-cosine.png)\n")
-    (out / "wsd-vs-cosine.json").write_text(json.dumps({"comparison": cmp, "compute": comp}, indent=1))
-    if "pairs" in cmp:
-        figure(cmp, out / "wsd-vs-cosine.png")
-    dt = time.time() - t0
-    log(f"[wsd] done in {duration(dt)} ({dt:.1f}s); demo {demo.seconds:.1f}s; total {demo.seconds + dt:.1f}s")
-    for line in text.splitlines():
-        if line.startswith(("Mean paired", "| a (size)", "| b (tokens)", "Shared trunks", "| cosine |", "| wsd |")):
-            log(f"  {line}")
-    log(f"section: {_rel(out / 'wsd-vs-cosine.md')}")
-    return {"comparison": cmp, "compute": comp, "seconds": dt, "demo_seconds": demo.seconds,
-            "section": out / "wsd-vs-cosine.md"}
+    tr = w.training
+    return {"comparison": compare(pairs, n_bootstrap=n_bootstrap, seed=0), "compute": comp,
+            "decay": f"{tr.decay_shape}, over the last {tr.decay_fraction:g} of its steps"}

@@ -76,7 +76,7 @@ def test_demo_builds_then_reuses_every_stage(tmp_path, monkeypatch):
     assert [s.name for s in first.stages] == list(demo_mod.STAGES)
     assert not any(s.reused for s in first.stages), text
     for i, name in enumerate(demo_mod.STAGES, 1):                 # each stage printed its name and time
-        assert any(l.startswith(f"[{i}/6]") and ("done" in l or "reused" in l) for l in lines), text
+        assert any(l.startswith(f"[{i}/7]") and ("done" in l or "reused" in l) for l in lines), text
     data = tmp_path / "demo-data"
     for n in TINY_SIZES:                                          # ordinary HF model folders
         folder = data / "textlm" / n
@@ -107,6 +107,11 @@ def test_demo_builds_then_reuses_every_stage(tmp_path, monkeypatch):
     rep = fits["data_repetition"]
     assert len(rep["cells"]) == 6 and all(c["epochs"] and min(c["epochs"].values()) > 0 for c in rep["cells"])
     assert "## Data repetition: epochs per cell" in md
+    # issue 20: the interleaved cells again on shared WSD trunks, against the cosine cells
+    wsd = fits["wsd_comparison"]
+    assert len(wsd["comparison"]["pairs"]) == 3 and wsd["compute"]["wsd"]["tokens"] <= wsd["compute"]["cosine"]["tokens"]
+    assert "## WSD branches against cosine cells" in md and (first.report_md.parent / "wsd-vs-cosine.png").exists()
+    assert any(p.name.startswith("trunk-") for p in (tmp_path / "runs" / "demo-t-wsd").iterdir())
     assert first.mlflow_command and "launch.py ui" in first.mlflow_command
     assert any(l.startswith("MLflow UI on this study:") for l in lines)
     assert any(l.startswith("report:") for l in lines)

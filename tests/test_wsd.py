@@ -206,7 +206,8 @@ def test_plan_of_sims_with_wsd_prints_the_saving(tmp_path):
 
 
 def test_wsd_comparison_recovers_known_exponents_and_flags_a_difference():
-    from analysis.wsd_comparison import Pair, compare, compute_json, markdown
+    from analysis.document import to_markdown
+    from analysis.wsd_comparison import Pair, blocks, compare, compute_json
 
     rng = np.random.default_rng(0)
     grid = [(n, d) for n in (1e4, 3e4, 1e5) for d in (1e5, 3e5, 1e6)]
@@ -226,7 +227,8 @@ def test_wsd_comparison_recovers_known_exponents_and_flags_a_difference():
     c2 = compare(other, n_bootstrap=500)
     assert not c2["law"]["b"]["agree"] and c2["law"]["a"]["agree"]
     assert compare(same[:1])["refused"]
-    text = markdown(c, compute_json(100, 1e9, 60, 6e8, 10.0, 7.0), "linear")
+    text = to_markdown(blocks({"comparison": c, "compute": compute_json(100, 1e9, 60, 6e8, 10.0, 7.0),
+                               "decay": "linear"}))
     assert "| yes |" in text and "40.0% less compute" in text
 
 
