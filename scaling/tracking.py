@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from common import rundir
+from common.locks import FileLock, holder_info
 from common.mlflow_contract import (DASHBOARD_VIEW, END_STATE, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, FINAL_PREFIX,
                                     KIND_TAG, MAX_KEY_LENGTH, MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH,
                                     MAX_PARAMS_PER_BATCH, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, REPORT_LINE,
@@ -59,6 +60,7 @@ from .fmt import duration, short_count
 
 log = logging.getLogger(__name__)
 
+CONNECT_LOCK = ".mlflow.lock"   # in the run dir: one process at a time finds or creates the cell's run
 QUEUE_SIZE = 10_000             # metrics.jsonl lines a mirror holds in memory before it drops (and replays)
 BATCH_WINDOW_S = 1.0            # the sender sends what is queued at most this often (finish flushes at once)
 
@@ -336,7 +338,16 @@ def _keep_oldest(client, experiment_id: str, key: Optional[str], run_dir: Path, 
     if not runs or runs[0].info.run_id == run_id:
         return run_id
     client.delete_run(run_id)
-    return runs[0].info.run_id
+    # the run we adopt may be a racer's that it deletes in turn (it saw an older one we do not see yet):
+    # only the oldest of all is never deleted, so look until two looks in a row agree on the oldest
+    chosen = runs[0].info.run_id
+    for _ in range(10):
+        time.sleep(0.3)
+        again = _cell_runs(client, experiment_id, key, run_dir)
+        if again and again[0].info.run_id == chosen:
+            break
+        chosen = again[0].info.run_id if again else chosen
+    return chosen
 
 
 def _set_run_tags(client, run_id: str, tags: dict) -> None:
@@ -630,7 +641,17 @@ class Mirror:
 
     def _connect(self, reopen: bool = True) -> str:
         """Find (and with `reopen`, set RUNNING) the run of mlflow.json or the experiment's run tagged
-        with this cell's key, or create it; raises."""
+        with this cell's key, or create it; raises. Processes that share the run dir's file system find or
+        create one at a time (`.mlflow.lock`): the second finds the first's run in mlflow.json. Creators
+        the lock cannot order (file systems that do not share flock) still end on the oldest run."""
+        lock = FileLock(self.run_dir / CONNECT_LOCK, holder_info())
+        lock.acquire(wait=True, timeout_s=120)
+        try:
+            return self._connect_locked(reopen)
+        finally:
+            lock.release()
+
+    def _connect_locked(self, reopen: bool) -> str:
         from mlflow import MlflowClient  # heavy: mlflow only when a run is tracked
         client = MlflowClient(tracking_uri=self.uri)
         run = _existing_run(client, read_record(self.run_dir).get("run_id"))
