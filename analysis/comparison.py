@@ -22,7 +22,8 @@ from analysis.study_fits import metric_name, pairs_col
 SETUPS = ("interleaved", "textless")
 
 
-def _num(x):
+def finite(x):
+    """`x` as a float when it is a finite number, else None."""
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -30,8 +31,9 @@ def _num(x):
     return x if np.isfinite(x) else None
 
 
-def _g(x, digits: int = 3) -> str:
-    x = _num(x)
+def short_g(x, digits: int = 3) -> str:
+    """`x` in `digits` significant figures with a bare exponent (1.5e11), "–" when not a number."""
+    x = finite(x)
     if x is None:
         return "–"
     s = f"{x:.{digits}g}"
@@ -42,7 +44,7 @@ def _g(x, digits: int = 3) -> str:
 
 
 def _f(x, digits: int = 3) -> str:
-    x = _num(x)
+    x = finite(x)
     return "–" if x is None else f"{x:.{digits}f}"
 
 
@@ -65,9 +67,9 @@ def _metric(runs, i, t, col: str) -> dict:
         (lo,), (hi,) = wilson_interval(v, n)
         return v, n, lo, hi
     (vi, ni, li, hi_), (vt, nt, lt, ht) = one(runs[0], i["index"]), one(runs[1], t["index"])
-    out = {"interleaved": _num(vi), "textless": _num(vt), "n_interleaved": _num(ni), "n_textless": _num(nt),
-           "interleaved_p2.5": _num(li), "interleaved_p97.5": _num(hi_), "textless_p2.5": _num(lt),
-           "textless_p97.5": _num(ht)}
+    out = {"interleaved": finite(vi), "textless": finite(vt), "n_interleaved": finite(ni), "n_textless": finite(nt),
+           "interleaved_p2.5": finite(li), "interleaved_p97.5": finite(hi_), "textless_p2.5": finite(lt),
+           "textless_p97.5": finite(ht)}
     if None in (out["interleaved"], out["textless"]):
         return {**out, "called": "missing"}
     if None in (out["n_interleaved"], out["n_textless"]):
@@ -161,8 +163,8 @@ def _metric_calls(rows) -> dict:
 
 
 def _overlap(e1: dict, e2: dict):
-    lo1, hi1, lo2, hi2 = (_num(e1.get("a_p2.5")), _num(e1.get("a_p97.5")), _num(e2.get("a_p2.5")),
-                          _num(e2.get("a_p97.5")))
+    lo1, hi1, lo2, hi2 = (finite(e1.get("a_p2.5")), finite(e1.get("a_p97.5")), finite(e2.get("a_p2.5")),
+                          finite(e2.get("a_p97.5")))
     if None in (lo1, hi1, lo2, hi2):
         return None
     return lo1 <= hi2 and lo2 <= hi1
@@ -181,7 +183,7 @@ def _summary(p: dict) -> list[str]:
         verdict = f"NO: textless beat interleaved at {every}"
     else:
         verdict = f"MIXED: interleaved beat textless at {wi} of {n} compute budgets"
-    per = "; ".join(f"C={_g(r['flops'], 2)}: {_f(r['interleaved']['value'])} ({r['interleaved']['member']}) vs "
+    per = "; ".join(f"C={short_g(r['flops'], 2)}: {_f(r['interleaved']['value'])} ({r['interleaved']['member']}) vs "
                     f"{_f(r['textless']['value'])} ({r['textless']['member']})" for r in rows)
     lines = [f"At equal compute (best run per budget, {loss}, lower is better): {verdict}. {per}. "
              f"Mean difference interleaved - textless: {_f(p['mean_difference'])} nats."]
@@ -210,20 +212,20 @@ def _summary(p: dict) -> list[str]:
             if "gap_closes_at_flops" in p:
                 crossing = p["gap_closes_at_flops"]
                 txt += (f"; continued as a straight line in log C (not a fitted law) it would close near "
-                        f"C={_g(crossing, 2)} FLOPs ({_g(crossing / rows[-1]['flops'], 2)}x the largest budget)")
+                        f"C={short_g(crossing, 2)} FLOPs ({short_g(crossing / rows[-1]['flops'], 2)}x the largest budget)")
         lines.append(txt + ".")
     ei, et = p["exponents"]["interleaved"], p["exponents"]["textless"]
 
     def a_txt(e):
         if e["a"] is None:
             return f"refused ({e['errors'].get('approach3', '?')})"
-        iv = f" [{_f(e['a_p2.5'])}, {_f(e['a_p97.5'])}]" if _num(e["a_p2.5"]) is not None else ""
+        iv = f" [{_f(e['a_p2.5'])}, {_f(e['a_p97.5'])}]" if finite(e["a_p2.5"]) is not None else ""
         return f"{_f(e['a'])}{iv}" + (" (not identified)" if e["not_identified"] else "")
 
     def a2_txt(e):
         if e["a_approach2"] is None:
             return "refused"
-        lo, hi = _num(e["a_approach2_p2.5"]), _num(e["a_approach2_p97.5"])
+        lo, hi = finite(e["a_approach2_p2.5"]), finite(e["a_approach2_p97.5"])
         return _f(e["a_approach2"]) + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else
                                        " (no interval)")
 
@@ -237,7 +239,7 @@ def _summary(p: dict) -> list[str]:
     lines.append(f"Compute-optimal exponents, N_opt ~ C^a (Approach 3): interleaved a = {a_txt(ei)}, textless "
                  f"a = {a_txt(et)}; {ov_txt}. Approach 2 (IsoFLOP vertices, weighted; 95%): interleaved "
                  f"{a2_txt(ei)}, textless {a2_txt(et)}.")
-    gi, gt = _num(ei["gamma"]), _num(et["gamma"])
+    gi, gt = finite(ei["gamma"]), finite(et["gamma"])
     if gi is not None and gt is not None:
         lines.append(f"Loss against compute, L(C) = E + k C^-gamma on the frontier: gamma interleaved "
                      f"{_f(gi, 4)} vs textless {_f(gt, 4)} (no interval on gamma, so no difference is called).")
@@ -255,7 +257,7 @@ def _summary(p: dict) -> list[str]:
                     f"{v['difference']:+.3f} [{v['difference_p2.5']:+.3f}, {v['difference_p97.5']:+.3f}]: "
                     + ("not distinguishable" if v["called"] == "indistinguishable" else v["called"]))
     if mets:
-        lines.append(f"Downstream accuracy at the largest budget (C={_g(top['flops'], 2)}, the lowest-loss run of "
+        lines.append(f"Downstream accuracy at the largest budget (C={short_g(top['flops'], 2)}, the lowest-loss run of "
                      f"each side, 95% intervals; a difference is called only when its interval excludes 0): "
                      + "; ".join(mets) + ".")
     laws = p.get("metric_laws") or {}
@@ -318,8 +320,8 @@ def comparison_blocks(fits: dict) -> list:
         rows = []
         for r in p["budgets"]:
             i, t = r["interleaved"], r["textless"]
-            rows.append((_g(r["flops"], 2), f"{_f(i['value'])} ({i['member']}, D/N {_g(i['D'] / i['N'], 2)})",
-                         f"{_f(t['value'])} ({t['member']}, D/N {_g(t['D'] / t['N'], 2)})", _f(r["difference"]),
+            rows.append((short_g(r["flops"], 2), f"{_f(i['value'])} ({i['member']}, D/N {short_g(i['D'] / i['N'], 2)})",
+                         f"{_f(t['value'])} ({t['member']}, D/N {short_g(t['D'] / t['N'], 2)})", _f(r["difference"]),
                          r["winner"]))
         if rows:
             out.append(Table(("C (FLOPs)", "interleaved best", "textless best", "difference", "lower loss"),
@@ -330,10 +332,10 @@ def comparison_blocks(fits: dict) -> list:
                 v = r["metrics"][m]
                 if v["called"] == "missing":
                     continue
-                mrows.append((_g(r["flops"], 2), m,
+                mrows.append((short_g(r["flops"], 2), m,
                               f"{_f(v['interleaved'])} [{_f(v['interleaved_p2.5'])}, {_f(v['interleaved_p97.5'])}]",
                               f"{_f(v['textless'])} [{_f(v['textless_p2.5'])}, {_f(v['textless_p97.5'])}]",
-                              f"{_num(v.get('difference')) or 0:+.3f} "
+                              f"{finite(v.get('difference')) or 0:+.3f} "
                               f"[{_f(v.get('difference_p2.5'))}, {_f(v.get('difference_p97.5'))}]", v["called"]))
         if mrows:
             out.append(Para("Downstream accuracy of the same lowest-loss runs, with 95% Wilson intervals over the "

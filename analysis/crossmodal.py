@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.accuracy import wilson_interval
+from analysis.comparison import finite, short_g
 from analysis.document import Heading, Para, Table
 from analysis.study_fits import pairs_col
 
@@ -25,16 +26,8 @@ FORMS = (("ss", "S"), ("st", "S->T"), ("ts", "T->S"), ("tt", "T"))
 TEXTLM_EVAL = "textlm_eval.json"
 
 
-def _num(x):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
-
-
 def _cell(acc, n) -> dict:
-    acc, n = _num(acc), _num(n)
+    acc, n = finite(acc), finite(n)
     if acc is None:
         return {}
     out = {"accuracy": acc, "n": n}
@@ -110,13 +103,6 @@ def _acc(c: dict | None) -> str:
     return f"{c['accuracy']:.3f}{iv}" + ("*" if c.get("above_chance") else "")
 
 
-def _g(x) -> str:
-    x = _num(x)
-    if x is None:
-        return "–"
-    return f"{x:.2g}".replace("e+0", "e").replace("e+", "e")
-
-
 def cross_modal_blocks(fits: dict) -> list:
     """The report section: one table per benchmark (tSC, sSC), then the TextLMs' own scores and cost."""
     cm = fits.get("cross_modal") or {}
@@ -137,7 +123,7 @@ def cross_modal_blocks(fits: dict) -> list:
             if not any(f"{bench}_{f}" in sc for f, _ in FORMS):
                 continue
             rows.append((r["setup"] or r["group"], r["member"] + (" (lowest loss)" if r.get("frontier") else ""),
-                         _g(r["flops"]),
+                         short_g(r["flops"], 2),
                          *(_acc(sc.get(f"{bench}_{f}")) for f, _ in FORMS),
                          _acc((r.get("orig") or {}).get(bench))))
         if rows:
@@ -147,10 +133,10 @@ def cross_modal_blocks(fits: dict) -> list:
     tl = cm.get("textlms") or {}
     if tl:
         rows = []
-        for m, d in sorted(tl.items(), key=lambda kv: _num((kv[1].get("_cost") or {}).get("params_total")) or 0):
+        for m, d in sorted(tl.items(), key=lambda kv: finite((kv[1].get("_cost") or {}).get("params_total")) or 0):
             cost = d.get("_cost") or {}
-            rows.append((m, _acc(d.get("tsc_tt")), _acc(d.get("ssc_tt")), _g(cost.get("tokens")),
-                         _g(cost.get("flops")), f"{cost['wall_seconds']:.0f} s" if _num(cost.get("wall_seconds")) else "–"))
+            rows.append((m, _acc(d.get("tsc_tt")), _acc(d.get("ssc_tt")), short_g(cost.get("tokens"), 2),
+                         short_g(cost.get("flops"), 2), f"{cost['wall_seconds']:.0f} s" if finite(cost.get("wall_seconds")) else "–"))
         out += [Heading(3, "The TextLMs on their own (before speech training)"),
                 Para("Text pretraining is not part of a speech LM's compute (SIMS counts the SLM's training only, as "
                      "does every C above); its cost is shown here, separately."),

@@ -392,6 +392,16 @@ class Lease:
 # ------------------------------------------------------------------- plain functions (read-only helpers)
 
 
+def branch_ready(run_dir: Path, trunk_key: str, step: int) -> bool:
+    """Whether a WSD branch can train: it has a checkpoint of its own, or its trunk (beside it in the
+    study dir) has written the branch point at `step`."""
+    rd = RunDir(run_dir)
+    own = rd.checkpoints
+    if own.is_dir() and any(checkpoint_complete(p) for p in own.glob("step_*") if "." not in p.name):
+        return True
+    return checkpoint_complete(RunDir(rd.path.parent / trunk_key).branch_point(step))
+
+
 def cell_dirs(study_dir: Path) -> list[Path]:
     """The run dirs of a study's cells, in name order: not its WSD trunks (role "trunk"), which train
     the state their branch cells start from and have no result of their own."""

@@ -78,7 +78,7 @@ def step_geometry(batch_tokens: int, context: int, micro_batch: int, world: int)
     The global batch is exact whatever the world size: round(batch_tokens / context) sequences, dealt
     round-robin to `world` ranks; each rank's share goes in `accum` micro-batches of at most
     `micro_batch` rows (rows a rank lacks are padding without labels)."""
-    seqs = max(1, round(batch_tokens / context))
+    seqs = step_tokens_of(batch_tokens, context) // context
     per_rank = math.ceil(seqs / world)
     accum = math.ceil(per_rank / micro_batch)
     return seqs, math.ceil(per_rank / accum), accum

@@ -23,7 +23,7 @@ import torch
 from transformers.utils.logging import disable_progress_bar
 
 from common.locks import current_job_id
-from common.rundir import Lease, LeaseBusy, RunDir, checkpoint_complete
+from common.rundir import Lease, LeaseBusy, RunDir, branch_ready
 
 from . import checkpoint, sharding
 from . import tracking
@@ -160,10 +160,10 @@ def trunk_dir(spec: RunSpec, rd: RunDir) -> Optional[RunDir]:
 def _branch_waiting(spec: RunSpec, rd: RunDir) -> Optional[str]:
     """Why a WSD branch cannot start yet (no checkpoint of its own and none at its trunk's branch point)."""
     trunk = trunk_dir(spec, rd)
-    if trunk is None or checkpoint.latest(rd.path) is not None:
+    if trunk is None:
         return None
     step = int(spec.trunk["step"])
-    if checkpoint_complete(trunk.branch_point(step)):
+    if branch_ready(rd.path, trunk.key, step):
         return None
     t = trunk.state() if trunk.exists() else {}
     return (f"waiting on trunk {trunk.key} ({t.get('state', 'not created')}) to reach step {step}"
@@ -209,19 +209,14 @@ def _train_leased(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree,
     return status
 
 
-def _as_branch_line(line: dict, branch_step: int, log_every: int, lr_lambda, lr: float) -> Optional[dict]:
+def _as_branch_line(line: dict, branch_step: int, lr_lambda, lr: float) -> Optional[dict]:
     """A trunk's metrics line as the single WSD run to the branch's budget logs it (None: it logs none):
-    the same up to the branch step, with the LR by the branch's schedule; at the branch step the trunk
-    logged its last step, which the single run logs only on its log_every cadence (evaluations stay)."""
+    the same up to the branch step (a trunk logs on the cadence only), with the LR by the branch's
+    schedule (at the branch step the single run's LR has begun to decay)."""
     s = line.get("step", 0)
     if s > branch_step:
         return None
-    if "lr" in line:
-        line = {**line, "lr": lr * lr_lambda(s)}
-    if s == branch_step and s % log_every != 0:
-        kept = {k: v for k, v in line.items() if k in ("step", "tokens", "flops", "time") or k.startswith("val_loss/")}
-        return kept if any(k.startswith("val_loss/") for k in kept) else None
-    return line
+    return {**line, "lr": lr * lr_lambda(s)} if "lr" in line else line
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
@@ -356,7 +351,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
             lease.trim_metrics(0 if branched else step)
             if branched:   # the trunk's curve up to the branch step is this run's own (LR as it runs it)
                 for line in trunk.metrics():
-                    line = _as_branch_line(line, step, tr.log_every, lr_lambda, tr.lr)
+                    line = _as_branch_line(line, step, lr_lambda, tr.lr)
                     if line is not None:
                         lease.append_metrics(line)
                         if mirror is not None:
@@ -364,11 +359,12 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
         say(f"{spec.key}: {'branched off ' + trunk.key + ' at' if branched else 'resumed from'} {ck.name} at "
             f"{tokens_done:,} tokens (written by {state.get('world_size', 1)} proc, now {world})")
 
-    def save_checkpoint() -> None:  # every rank: model and optimizer shards, RNG; rank 0 the rest
-        checkpoint.save(run_dir, step, core, raw_opt, {
+    def save_checkpoint(root: Optional[Path] = None) -> None:  # every rank: model and optimizer shards, RNG
+        checkpoint.save(run_dir, step, core, raw_opt, {            # rank 0 the rest; root: a branch point
             "scheduler": sched.state_dict(), "step": step, "tokens": tokens_done, "seq_index": seq_index,
             "pos": pos, "by_modality": by_modality, "wall": wall_before + (time.time() - t_start),
-            "last_loss": float(last_loss), "world_size": world}, tr.keep_checkpoints)
+            "last_loss": float(last_loss), "world_size": world},
+            tr.keep_checkpoints if root is None else None, root=root)
 
     def evaluate_streams() -> dict[str, float]:  # every rank its share, through the training forward
         model.eval()
@@ -437,10 +433,7 @@ def _train(spec: RunSpec, rd: RunDir, lease: Optional[Lease], acc, agree, say, m
                 if mirror is not None:
                     mirror.log_record(line)
             if step in branch_steps:   # a trunk: the state its branch of this step starts from
-                checkpoint.save(run_dir, step, core, raw_opt, {
-                    "scheduler": sched.state_dict(), "step": step, "tokens": tokens_done, "seq_index": seq_index,
-                    "pos": pos, "by_modality": by_modality, "wall": wall_before + (time.time() - t_start),
-                    "last_loss": float(last_loss), "world_size": world}, None, root=rd.branch_points)
+                save_checkpoint(rd.branch_points)
                 say(f"{spec.key}: branch point at step {step} ({short_count(tokens_done)} tokens)")
             signum = agree(stop.signal)  # any rank's signal stops every rank at this same step
             if signum and step < stop_at:

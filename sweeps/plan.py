@@ -17,7 +17,7 @@ from .keys import short_count
 from .preflight import preflight
 from .table import format_table
 from .study import Study
-from .trunks import Sharing, Trunk, is_branch, own_fraction, sharing, trunks_of
+from .trunks import Sharing, Trunk, is_branch, own_tokens, sharing, trunks_of
 
 
 @dataclass
@@ -39,10 +39,9 @@ class Plan:
     def sharing(self) -> Optional[Sharing]:
         return sharing(self.cells)
 
-    def own_gpu_hours(self, key: str) -> float:
+    def own_gpu_hours(self, cell: RunSpec) -> float:
         """GPU-hours a cell trains itself (a WSD branch: its decay after the trunk's branch point)."""
-        cell = next(c for c in self.cells if c.key == key)
-        return self.gpu_hours[key] * own_fraction(cell)
+        return self.gpu_hours[cell.key] * own_tokens(cell) / cell.tokens
 
     def trunk_gpu_hours(self, trunk: Trunk) -> float:
         """A trunk's GPU-hours at its largest branch's rate of GPU-hours per cost FLOP."""
@@ -52,7 +51,7 @@ class Plan:
     @property
     def shared_gpu_hours(self) -> float:
         """What the study costs when WSD branches share their trunks (= total_gpu_hours without trunks)."""
-        return sum(self.own_gpu_hours(c.key) for c in self.cells) + \
+        return sum(self.own_gpu_hours(c) for c in self.cells) + \
             sum(self.trunk_gpu_hours(t) for t in self.trunks.values())
 
     @property
@@ -125,7 +124,7 @@ def cell_rows(plan: Plan) -> list[dict]:
             **_memory_fields(plan.allocations.get(c.key)), **_epoch_fields(plan.epochs.get(c.key)),
             "schedule": c.training.schedule, "trunk": c.trunk["key"] if is_branch(c) else None,
             "branch_step": int(c.trunk["step"]) if is_branch(c) else None,
-            "own_gpu_hours": plan.own_gpu_hours(c.key),
+            "own_gpu_hours": plan.own_gpu_hours(c),
         })
     return out
 

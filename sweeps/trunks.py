@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from common.rundir import RunDir, checkpoint_complete
+from common.rundir import RunDir, branch_ready as rundir_branch_ready
 from scaling.schedule import step_tokens_of
 from scaling.spec import RunSpec
 
@@ -29,15 +29,6 @@ class Trunk:
     key: str
     spec: RunSpec                                       # the trunk's own spec (role "trunk")
     branches: dict[str, int] = field(default_factory=dict)   # branch cell key -> its branch step
-
-    @property
-    def steps(self) -> list[int]:
-        return sorted(set(self.branches.values()))
-
-    @property
-    def step_tokens(self) -> int:
-        tr = self.spec.training
-        return step_tokens_of(tr.batch_tokens, tr.context)
 
     @property
     def tokens(self) -> int:
@@ -81,10 +72,7 @@ def branch_ready(study_dir: Path, cell: RunSpec) -> bool:
     """Whether a branch can start: its own checkpoint or its trunk's branch point exists."""
     if not is_branch(cell):
         return True
-    own = RunDir(Path(study_dir) / cell.key).checkpoints
-    if own.is_dir() and any(checkpoint_complete(p) for p in own.glob("step_*")):
-        return True
-    return checkpoint_complete(RunDir(Path(study_dir) / cell.trunk["key"]).branch_point(int(cell.trunk["step"])))
+    return rundir_branch_ready(Path(study_dir) / cell.key, cell.trunk["key"], int(cell.trunk["step"]))
 
 
 @dataclass
@@ -140,8 +128,7 @@ def sharing(cells: list[RunSpec]) -> Optional[Sharing]:
     alone_f = sum(c.cost_flops for c in branches)
     shared = shared_f = 0.0
     for c in branches:
-        t = ts[c.trunk["key"]]
-        own = c.tokens - int(c.trunk["step"]) * t.step_tokens
+        own = own_tokens(c)
         shared += own
         shared_f += c.cost_flops / c.tokens * own
     for t in ts.values():
@@ -150,12 +137,12 @@ def sharing(cells: list[RunSpec]) -> Optional[Sharing]:
     return Sharing(len(ts), len(branches), shared, alone, shared_f, alone_f)
 
 
-def own_fraction(cell: RunSpec) -> float:
-    """The share of a cell's budget it trains itself (a branch: after its branch step; else all)."""
+def own_tokens(cell: RunSpec) -> int:
+    """The tokens a cell trains itself (a branch: after its branch step; else its budget)."""
     if not is_branch(cell):
-        return 1.0
+        return cell.tokens
     tr = cell.training
-    return max(cell.tokens - int(cell.trunk["step"]) * step_tokens_of(tr.batch_tokens, tr.context), 0) / cell.tokens
+    return max(cell.tokens - int(cell.trunk["step"]) * step_tokens_of(tr.batch_tokens, tr.context), 0)
 
 
 def trunk_first(study_dir: Path, cell: RunSpec, cells: list[RunSpec]) -> Optional[tuple[Path, int]]:
